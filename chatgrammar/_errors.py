@@ -1,0 +1,144 @@
+"""The exceptions chatgrammar raises.
+
+All of them derive from :class:`ChatGrammarError`, itself a :class:`ValueError`::
+
+    ChatGrammarError(ValueError)
+    ├── ParseError                       text that is not a valid document of the format
+    ├── RenderError                      messages that cannot be rendered (.index: which one)
+    │   ├── UnsafeContentError           content holding one of the format's own delimiters
+    │   └── UnsupportedConversationError a role sequence the format cannot represent
+    ├── UnknownFormatError               a format name, alias or model id nobody registered
+    └── GrammarError                     a grammar file that is not a valid chatgrammar format
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ChatGrammarError",
+    "GrammarError",
+    "ParseError",
+    "RenderError",
+    "UnknownFormatError",
+    "UnsafeContentError",
+    "UnsupportedConversationError",
+]
+
+_CONTEXT = 40  # characters of the offending line shown on each side of the caret
+
+
+class ChatGrammarError(ValueError):
+    """Base class of every error chatgrammar raises."""
+
+
+def line_column(text: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of ``pos`` in ``text`` (column counts characters)."""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return line, column
+
+
+def snippet(text: str, pos: int) -> str:
+    """One clipped line of ``text`` around ``pos`` with a caret under ``pos``."""
+    start = max(text.rfind("\n", 0, pos) + 1, pos - _CONTEXT)
+    end = text.find("\n", pos)
+    end = len(text) if end == -1 else end
+    end = min(end, pos + _CONTEXT)
+    before = text[start:pos]
+    after = text[pos:end]
+    shown_before = _visible(before)
+    return f"  {shown_before}{_visible(after)}\n  {' ' * len(shown_before)}^"
+
+
+def _visible(s: str) -> str:
+    # Control characters would break the caret's alignment; show them escaped.
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in s)
+
+
+class ParseError(ChatGrammarError):
+    """Text that is not a document of the format.
+
+    ``pos`` is the 0-based offset of the problem (``len(text)`` at the end of the
+    text), ``line`` and ``column`` are 1-based, ``expected`` lists what the format
+    allows there, as it is written in the text (``'"<|im_end|>"'``, ``"content"``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        text: str,
+        pos: int,
+        expected: Sequence[str] = (),
+        format: str | None = None,
+    ) -> None:
+        self.pos = pos
+        self.line, self.column = line_column(text, pos)
+        self.expected = list(expected)
+        self.format = format
+        self.reason = message
+        self.snippet = snippet(text, pos)
+        where = "at end of text" if pos >= len(text) else f"line {self.line}, column {self.column}"
+        super().__init__(f"{message} ({where})\n{self.snippet}")
+
+
+class RenderError(ChatGrammarError):
+    """Messages that cannot be rendered in the format; ``index`` is the message at fault."""
+
+    def __init__(self, message: str, *, index: int | None = None, format: str | None = None) -> None:
+        self.index = index
+        self.format = format
+        super().__init__(message)
+
+
+class UnsafeContentError(RenderError):
+    """A message holds a delimiter of the format, which would change the conversation.
+
+    ``offset`` is the delimiter's position inside the message's content (or role),
+    ``delimiter`` the delimiter itself.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int,
+        offset: int,
+        delimiter: str,
+        format: str | None = None,
+    ) -> None:
+        self.offset = offset
+        self.delimiter = delimiter
+        super().__init__(message, index=index, format=format)
+
+
+class UnsupportedConversationError(RenderError):
+    """A conversation the format cannot represent (a role or role order it does not have)."""
+
+
+class UnknownFormatError(ChatGrammarError, LookupError):
+    """No registered format has this name, alias or model id."""
+
+    def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
+        self.name = name
+        self.suggestions = list(suggestions)
+        hint = ""
+        if self.suggestions:
+            hint = " Did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
+        super().__init__(
+            f"unknown chat format {name!r}.{hint} "
+            "chatgrammar.formats() lists the registered formats."
+        )
+
+
+class GrammarError(ChatGrammarError):
+    """A grammar that is not a valid chatgrammar format; ``line`` is 1-based when known."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        where = ""
+        if source:
+            where = f"{source}:{line}: " if line else f"{source}: "
+        super().__init__(where + message)

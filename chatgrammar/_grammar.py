@@ -1,0 +1,355 @@
+"""Reading a grammar file: its metadata header, and its rules as IR.
+
+A format grammar is a Lark grammar with a few conventions:
+
+* a header of ``// key: value`` lines at the top (see ``HEADER_KEYS``);
+* ``%declare``'d terminals are *slots*: ``ROLE`` is a message's role, any other
+  one its content; the compiler derives their patterns;
+* a rule named after a role (``user``, or ``user__variant`` for a second shape
+  of the same role) is one message of that role, and a rule named ``message``
+  is a message whose ``ROLE`` slot gives the role;
+* the rule ``generation`` is the generation prompt (it may be empty);
+* the templates ``_strip{X}``, ``_lstrip{X}`` and ``_rstrip{X}`` declare that
+  the template trims the content it puts in slot ``X``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lark import Token, Tree
+from lark.exceptions import GrammarError as LarkGrammarError
+from lark.exceptions import UnexpectedInput
+from lark.grammar import NonTerminal, Terminal
+from lark.lexer import PatternStr
+from lark.load_grammar import GrammarBuilder, _literal_to_pattern
+
+from ._errors import GrammarError
+from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
+
+__all__ = ["HEADER_KEYS", "GrammarSpec", "load_grammar", "read_header"]
+
+HEADER_KEYS: dict[str, str] = {
+    "name": "canonical name of the format (a lowercase slug)",
+    "aliases": "other names users type for it, comma-separated",
+    "models": "model ids that use it, comma-separated",
+    "reference": "the Hugging Face chat template it reproduces (a file name)",
+    "roles": "the roles it has, comma-separated, or * for any role",
+    "tokens": "terminals that are special tokens: refused anywhere in content",
+    "markers": "terminals that are plain-text markers: refused at the start of a line in content",
+    "stop": "terminals whose text ends an assistant turn (the stop strings)",
+    "bos": "the terminal holding the BOS token",
+    "eos": "the terminal holding the EOS token",
+    "order-error": "the template's reason when the role order is not allowed",
+    "role-error": "the template's reason when a role is not allowed",
+    "description": "one line saying what the format is",
+}
+_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop"}
+_HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
+_TRANSFORMS = {"_strip": "strip", "_lstrip": "lstrip", "_rstrip": "rstrip"}
+ROLE_SLOT = "ROLE"
+GENERIC_RULE = "message"
+GENERATION_RULE = "generation"
+
+
+@dataclass
+class GrammarSpec:
+    """A loaded grammar: header, IR of ``start``, and the literal terminals."""
+
+    source: str
+    origin: str
+    header: dict[str, Any]
+    start: Node
+    terminals: dict[str, str]  # literal terminal name -> its text
+    slots: list[str]  # declared slot terminal names
+    roles: list[str] | None  # None: any role
+    rule_lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.header["name"])
+
+    def terminal_texts(self, key: str) -> list[str]:
+        """The texts of the terminals a header key lists (``tokens``, ``stop``...)."""
+        return [self.terminals[t] for t in self.header.get(key, [])]
+
+
+def read_header(source: str, origin: str = "<grammar>") -> dict[str, Any]:
+    """The ``// key: value`` lines at the top of a grammar, parsed."""
+    header: dict[str, Any] = {}
+    for lineno, raw in enumerate(source.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("//"):
+            break
+        m = _HEADER_LINE.match(line)
+        if not m:
+            continue  # an ordinary comment
+        key, value = m.group(1), m.group(2).strip()
+        if key not in HEADER_KEYS:
+            raise GrammarError(
+                f"unknown header key {key!r}; known keys: {', '.join(HEADER_KEYS)}",
+                source=origin,
+                line=lineno,
+            )
+        if key in header:
+            raise GrammarError(f"header key {key!r} given twice", source=origin, line=lineno)
+        if key in _LIST_KEYS:
+            header[key] = [v for v in re.split(r"[,\s]+" if key in ("tokens", "markers", "stop", "roles") else r",", value) if v.strip()]
+            header[key] = [v.strip() for v in header[key]]
+        else:
+            header[key] = value
+    if "name" not in header:
+        raise GrammarError("the header has no '// name: ...' line", source=origin, line=1)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", header["name"]):
+        raise GrammarError(
+            f"format name {header['name']!r} is not a lowercase slug (letters, digits, '.', '-')",
+            source=origin,
+            line=1,
+        )
+    return header
+
+
+def load_grammar(source: str, *, origin: str, import_paths: Sequence[str]) -> GrammarSpec:
+    """Load a grammar's text into a GrammarSpec; GrammarError on any problem."""
+    header = read_header(source, origin)
+    builder = GrammarBuilder(False, list(import_paths))
+    try:
+        builder.load_grammar(source, origin)
+        builder.validate()
+    except UnexpectedInput as e:
+        raise GrammarError(f"not valid Lark syntax: {_first_line(e)}", source=origin, line=e.line) from None
+    except (LarkGrammarError, OSError) as e:
+        raise GrammarError(str(e), source=origin, line=_line_of_name(source, str(e))) from None
+    return _Builder(builder._definitions, header, source, origin).build()
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0]
+
+
+def _line_of_name(source: str, message: str) -> int | None:
+    for name in re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", message):
+        line = _definition_line(source, name)
+        if line:
+            return line
+    return None
+
+
+def _definition_line(source: str, name: str) -> int | None:
+    m = re.search(rf"^\s*[?!]?{re.escape(name)}\b\s*(\{{[^}}]*\}})?\s*(\.\d+)?\s*:", source, re.M)
+    return source.count("\n", 0, m.start()) + 1 if m else None
+
+
+class _Builder:
+    """Turns Lark's rule definitions into IR, inlining rules and templates."""
+
+    def __init__(self, definitions: dict[str, Any], header: dict[str, Any], source: str, origin: str):
+        self.defs = definitions
+        self.header = header
+        self.source = source
+        self.origin = origin
+        self.terminals: dict[str, str] = {}
+        self.slots: list[str] = []
+        roles = header.get("roles")
+        self.roles: list[str] | None = None if roles in (None, ["*"]) else list(roles)
+        self.stack: list[str] = []
+
+    def error(self, message: str, rule: str | None = None) -> GrammarError:
+        line = _definition_line(self.source, rule) if rule else None
+        return GrammarError(message, source=self.origin, line=line)
+
+    def build(self) -> GrammarSpec:
+        for name, d in self.defs.items():
+            if not d.is_term:
+                continue
+            if d.tree is None:
+                self.slots.append(name)
+            else:
+                self.terminals[name] = self.literal_terminal(name, d.tree)
+        for key in ("tokens", "markers", "stop", "bos", "eos"):
+            value = self.header.get(key)
+            names = value if isinstance(value, list) else ([value] if value else [])
+            for t in names:
+                if t not in self.terminals:
+                    raise GrammarError(
+                        f"header '{key}' names {t!r}, which is not a literal terminal of the grammar",
+                        source=self.origin,
+                        line=_header_line(self.source, key),
+                    )
+        if "start" not in self.defs:
+            raise GrammarError("the grammar has no 'start' rule", source=self.origin)
+        start = self.rule("start", {})
+        return GrammarSpec(
+            source=self.source,
+            origin=self.origin,
+            header=self.header,
+            start=start,
+            terminals=self.terminals,
+            slots=self.slots,
+            roles=self.roles,
+        )
+
+    def literal_terminal(self, name: str, tree: Tree) -> str:
+        parts: list[str] = []
+        for exp in tree.children:
+            if len(tree.children) != 1 or exp.data != "expansion":
+                raise self.error(f"terminal {name} must be a fixed string (no alternatives)", name)
+            for value in exp.children:
+                parts.append(self.literal_text(value, name))
+        text = "".join(parts)
+        if not text:
+            raise self.error(f"terminal {name} is empty", name)
+        return text
+
+    def literal_text(self, value: Any, where: str) -> str:
+        if isinstance(value, Tree) and value.data == "value":
+            (value,) = value.children
+        if isinstance(value, Tree) and value.data == "literal":
+            (token,) = value.children
+            pattern = _literal_to_pattern(token)
+            if not isinstance(pattern, PatternStr) or pattern.flags:
+                raise self.error(
+                    f"{where}: {token} is a regular expression or has flags; "
+                    "a format's literals are plain strings (declare a slot with %declare instead)",
+                    where,
+                )
+            return str(pattern.value)
+        if isinstance(value, Tree) and value.data == "expansions":
+            # A terminal defined through another terminal: Lark has inlined it already.
+            return "".join(self.literal_text(v, where) for exp in value.children for v in exp.children)
+        raise self.error(f"{where}: only string literals can make up a terminal, not {value}", where)
+
+    # -- rules -----------------------------------------------------------------
+
+    def rule(self, name: str, env: dict[str, Any]) -> Node:
+        d = self.defs.get(name)
+        if d is None or d.is_term:
+            raise self.error(f"rule {name!r} is used but not defined")
+        if d.params:
+            raise self.error(f"template {name!r} is used without arguments", name)
+        if name in self.stack:
+            chain = " -> ".join(self.stack[self.stack.index(name):] + [name])
+            raise self.error(
+                f"rule {name!r} is recursive ({chain}); chat formats are regular: "
+                "write repetition with * or + instead",
+                name,
+            )
+        self.stack.append(name)
+        try:
+            body = self.expansions(d.tree, env, name)
+        finally:
+            self.stack.pop()
+        role = self.message_role(name)
+        if name == GENERATION_RULE:
+            return Gen(body)
+        if role is not False:
+            return Msg(role=role, rule=name, body=body)
+        return body
+
+    def message_role(self, name: str) -> str | None | bool:
+        """The role a rule stands for: a string, None (generic), or False (not a message)."""
+        if name == GENERIC_RULE:
+            return None
+        base = name.split("__", 1)[0]
+        if self.roles is not None and base in self.roles and not name.startswith("_"):
+            return base
+        return False
+
+    def expansions(self, tree: Tree, env: dict[str, Any], rule: str) -> Node:
+        alts = [self.expansion(c, env, rule) for c in tree.children]
+        return alts[0] if len(alts) == 1 else Alt(tuple(alts))
+
+    def expansion(self, tree: Tree, env: dict[str, Any], rule: str) -> Node:
+        if tree.data == "alias":
+            raise self.error(f"rule {rule!r} uses an alias (->); name message rules after their role instead", rule)
+        items = [self.item(c, env, rule) for c in tree.children]
+        return items[0] if len(items) == 1 else Seq(tuple(items))
+
+    def item(self, tree: Any, env: dict[str, Any], rule: str) -> Node:
+        data = tree.data
+        if data == "expansions":
+            return self.expansions(tree, env, rule)
+        if data == "maybe":
+            return Opt(self.expansions(tree.children[0], env, rule))
+        if data == "expr":
+            atom, op = tree.children[0], tree.children[1]
+            if op == "?":
+                return Opt(self.item(atom, env, rule))
+            if op == "*":
+                return Star(self.item(atom, env, rule))
+            if op == "+":
+                return Seq((self.item(atom, env, rule), Star(self.item(atom, env, rule))))
+            if isinstance(op, Token) and op.type == "TILDE":
+                return self.repeat(atom, tree.children[2:], env, rule)
+            raise self.error(f"rule {rule!r}: unsupported operator {op}", rule)
+        if data == "value":
+            return self.value(tree.children[0], env, rule)
+        raise self.error(f"rule {rule!r}: unsupported construct {data}", rule)
+
+    def repeat(self, atom: Any, bounds: list[Token], env: dict[str, Any], rule: str) -> Node:
+        low = int(bounds[0])
+        high = int(bounds[1]) if len(bounds) > 1 else low
+        if not 0 <= low <= high or high > 64:
+            raise self.error(f"rule {rule!r}: repetition ~{low}..{high} is out of range (at most 64)", rule)
+        items: list[Node] = [self.item(atom, env, rule) for _ in range(low)]
+        items += [Opt(self.item(atom, env, rule)) for _ in range(high - low)]
+        return Seq(tuple(items))
+
+    def value(self, v: Any, env: dict[str, Any], rule: str) -> Node:
+        if isinstance(v, Terminal):
+            return self.terminal(v.name, rule)
+        if isinstance(v, NonTerminal):
+            if v.name in env:
+                arg, outer_env = env[v.name]
+                return self.item(arg, outer_env, rule)
+            return self.rule(v.name, env={})
+        if isinstance(v, Tree) and v.data == "literal":
+            return Lit(self.literal_text(v, f"rule {rule}"))
+        if isinstance(v, Tree) and v.data == "template_usage":
+            return self.template(v, env, rule)
+        if isinstance(v, Tree) and v.data == "range":
+            raise self.error(f"rule {rule!r}: character ranges are not allowed in a format", rule)
+        raise self.error(f"rule {rule!r}: unsupported value {v}", rule)
+
+    def terminal(self, name: str, rule: str) -> Node:
+        if name in self.terminals:
+            return Lit(self.terminals[name], terminal=name)
+        if name in self.slots:
+            return Slot(terminal=name, field="role" if name.rsplit("__", 1)[-1] == ROLE_SLOT else "content")
+        raise self.error(f"rule {rule!r} uses terminal {name}, which is not defined", rule)
+
+    def template(self, usage: Tree, env: dict[str, Any], rule: str) -> Node:
+        head, *args = usage.children
+        name = head.name
+        if name in _TRANSFORMS:
+            if len(args) != 1:
+                raise self.error(f"{name}{{...}} takes one slot", rule)
+            inner = self.item(args[0], env, rule)
+            if not isinstance(inner, Slot) or inner.field != "content":
+                raise self.error(f"rule {rule!r}: {name}{{...}} must wrap a content slot", rule)
+            inner.transform = _TRANSFORMS[name]
+            return inner
+        d = self.defs.get(name)
+        if d is None or not d.params:
+            raise self.error(f"rule {rule!r}: {name} is not a template", rule)
+        if len(args) != len(d.params):
+            raise self.error(f"rule {rule!r}: template {name} takes {len(d.params)} arguments", rule)
+        if name in self.stack:
+            raise self.error(f"template {name!r} is recursive; chat formats are regular", name)
+        inner_env = {p: (a, env) for p, a in zip(d.params, args)}
+        self.stack.append(name)
+        try:
+            body = self.expansions(d.tree, inner_env, name)
+        finally:
+            self.stack.pop()
+        return body
+
+
+def _header_line(source: str, key: str) -> int | None:
+    m = re.search(rf"^\s*//\s*{re.escape(key)}\s*:", source, re.M)
+    return source.count("\n", 0, m.start()) + 1 if m else None

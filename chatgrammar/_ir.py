@@ -1,0 +1,90 @@
+"""The compiler's intermediate form of a format: a regular expression over
+literals, slots and messages.
+
+Nodes compare by identity: every occurrence of a rule in the grammar becomes its
+own subtree, so that each literal and slot occurrence is one position of the
+automata built from it (see ``_automaton``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["Alt", "Gen", "Lit", "Msg", "Node", "Opt", "Seq", "Slot", "Star", "walk"]
+
+
+class Node:
+    """Base of the IR nodes."""
+
+    __slots__ = ()
+
+
+@dataclass(eq=False)
+class Lit(Node):
+    """A literal of the format: text written in the grammar, emitted verbatim."""
+
+    text: str
+    terminal: str | None = None  # the grammar's terminal name, when it has one
+
+
+@dataclass(eq=False)
+class Slot(Node):
+    """A place filled from a message: its content (``field="content"``) or its role."""
+
+    terminal: str
+    field: str
+    transform: str | None = None  # "strip", "lstrip" or "rstrip", declared with _strip{...}
+    # Filled in by the compiler: the regex of the text this slot occurrence accepts.
+    pattern: str = ""
+
+
+@dataclass(eq=False)
+class Seq(Node):
+    items: tuple[Node, ...]
+
+
+@dataclass(eq=False)
+class Alt(Node):
+    items: tuple[Node, ...]
+
+
+@dataclass(eq=False)
+class Opt(Node):
+    item: Node
+
+
+@dataclass(eq=False)
+class Star(Node):
+    item: Node
+
+
+@dataclass(eq=False)
+class Msg(Node):
+    """One message: ``role`` is fixed by the rule's name, or None when a ROLE slot gives it."""
+
+    role: str | None
+    rule: str
+    body: Node
+    key: int = field(default=-1)  # the compiler's id for the rule's message shape
+
+
+@dataclass(eq=False)
+class Gen(Node):
+    """The generation prompt (the rule named ``generation``); its body may be empty."""
+
+    body: Node
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """Every node of the subtree, parents before children, left to right."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, (Seq, Alt)):
+            stack.extend(reversed(n.items))
+        elif isinstance(n, (Opt, Star)):
+            stack.append(n.item)
+        elif isinstance(n, (Msg, Gen)):
+            stack.append(n.body)

@@ -1,0 +1,122 @@
+"""The message model, and reading messages given as models or plain dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict
+
+from ._errors import RenderError
+
+__all__ = ["Message", "MessageLike", "read_messages"]
+
+
+class Message(BaseModel):
+    """One message of a conversation.
+
+    ``complete`` is ``False`` for a turn the text leaves open: the generation
+    prompt at the end of a prompt (content ``""``) or a prefilled assistant reply.
+
+    >>> Message(role="user", content="Hi")
+    Message(role='user', content='Hi', complete=True)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    role: str
+    content: str
+    complete: bool = True
+
+
+MessageLike = Union[Message, Mapping[str, Any]]
+
+_FIELDS = frozenset(Message.model_fields)
+_new = Message.__new__
+_set = object.__setattr__
+
+
+def make_message(role: str, content: str, complete: bool = True) -> Message:
+    """Build a Message from values already known to be valid (the parser's output).
+
+    Equivalent to ``Message(role=..., content=..., complete=...)`` without
+    re-validating strings the parser produced itself, which costs as much as the
+    parse on short chats.
+    """
+    m = _new(Message)
+    _set(m, "__dict__", {"role": role, "content": content, "complete": complete})
+    _set(m, "__pydantic_fields_set__", _FIELDS)
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+def read_messages(messages: Iterable[MessageLike]) -> tuple[list[str], list[str], bool]:
+    """Roles, contents, and whether the last message is open.
+
+    Accepts Message objects and Hugging Face / OpenAI style dicts. Raises
+    RenderError (with the message index) for anything else, for unknown keys,
+    for non-string roles or contents, and for an open message that is not last.
+    """
+    roles: list[str] = []
+    contents: list[str] = []
+    open_index = -1
+    for i, m in enumerate(messages):
+        if type(m) is dict and len(m) == 2:
+            try:
+                role = m["role"]
+                content = m["content"]
+            except KeyError:
+                role, content, complete = _read_dict(m, i)
+            else:
+                complete = True
+        elif isinstance(m, Message):
+            role, content, complete = m.role, m.content, m.complete
+        elif isinstance(m, Mapping):
+            role, content, complete = _read_dict(m, i)
+        else:
+            raise RenderError(
+                f"message {i} is a {type(m).__name__}; expected a chatgrammar.Message "
+                "or a dict with 'role' and 'content'",
+                index=i,
+            )
+        if type(role) is not str or type(content) is not str:
+            _bad_types(role, content, i)
+        if not complete:
+            open_index = i
+        roles.append(role)
+        contents.append(content)
+    if open_index != -1 and open_index != len(roles) - 1:
+        raise RenderError(
+            f"message {open_index} is open (complete=False) but is not the last message; "
+            "only the final turn of a conversation can be left open",
+            index=open_index,
+        )
+    return roles, contents, open_index != -1
+
+
+def _read_dict(m: Mapping[str, Any], i: int) -> tuple[Any, Any, bool]:
+    extra = set(m) - _FIELDS
+    if extra:
+        names = ", ".join(sorted(repr(k) for k in extra))
+        raise RenderError(
+            f"message {i} has keys this format does not know: {names}; "
+            "a message holds 'role', 'content' and optionally 'complete'",
+            index=i,
+        )
+    for key in ("role", "content"):
+        if key not in m:
+            raise RenderError(f"message {i} has no {key!r}", index=i)
+    complete = m.get("complete", True)
+    if type(complete) is not bool:
+        raise RenderError(f"message {i}: 'complete' must be a bool, not {type(complete).__name__}", index=i)
+    return m["role"], m["content"], complete
+
+
+def _bad_types(role: Any, content: Any, i: int) -> None:
+    if type(role) is not str:
+        raise RenderError(f"message {i}: 'role' must be a string, not {type(role).__name__}", index=i)
+    raise RenderError(
+        f"message {i}: 'content' must be a string, not {type(content).__name__}",
+        index=i,
+    )
