@@ -1,0 +1,288 @@
+"""Slot patterns, derived from the grammar's literals.
+
+A slot accepts any text that does not contain what would end it or change the
+structure around it:
+
+* the format's special tokens, anywhere;
+* its plain-text markers, at the start of a line;
+* its *stop strings*: the literal text that follows the slot in the grammar, up
+  to and including the first token or marker (``"\\n<</SYS>>"``), or up to the
+  end of the document (``"\\n"`` then the end, for a turn that ends the text);
+* the rest of a token or stop string whose beginning is the literal just before
+  the slot.
+
+Patterns are written as unrolled loops (runs of ordinary characters, then one
+checked special character), so matching is linear in the text and never
+backtracks more than one position per character.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ._automaton import INIT, Positions, positions
+from ._errors import GrammarError
+from ._ir import Lit, Node, Slot
+
+__all__ = ["Guard", "SlotRules", "derive_slot_rules", "guard_for", "re_escape", "slot_pattern"]
+
+_MAX_STOP = 256  # longest literal run followed when looking for a stop string
+
+# Characters from most to least frequent in ordinary text; the rarest character
+# of a delimiter is the cheapest to look for. Characters not listed count as rarest.
+_FREQUENCY = (
+    " etaoinsrhldcumfpgwybvkxjqz\nETAOINSRHLDCUMFPGWYBVKXJQZ,.0123456789-'\"():;?!/_*=\t"
+)
+_RANK = {c: i for i, c in enumerate(_FREQUENCY)}
+
+
+@dataclass
+class SlotRules:
+    """What a slot occurrence refuses, and its pattern."""
+
+    anywhere: list[str] = field(default_factory=list)  # refused at any position
+    at_end: list[str] = field(default_factory=list)  # ends the slot when followed by the end of text
+    at_start: list[str] = field(default_factory=list)  # refused at the slot's first character
+    pattern: str = ""  # matches one or more characters
+
+
+def derive_slot_rules(
+    start: Node, tokens: Iterable[str], markers: Iterable[str], origin: str
+) -> dict[int, SlotRules]:
+    """SlotRules for every slot occurrence, keyed by ``id(slot)``; fills ``slot.pattern``."""
+    tokens = [t for t in dict.fromkeys(tokens) if t]
+    markers = [m for m in dict.fromkeys(markers) if m]
+    cores = tokens + markers
+    pos = positions(start, lambda n: isinstance(n, (Lit, Slot)))
+    preds = _predecessors(pos)
+    rules: dict[int, SlotRules] = {}
+    for p, atom in enumerate(pos.atoms):
+        if not isinstance(atom, Slot):
+            continue
+        r = SlotRules()
+        stops, ends = _stop_strings(pos, p, cores, origin, atom)
+        r.anywhere = list(tokens) + ["\n" + m for m in markers] + stops
+        if atom.field == "role":
+            r.anywhere.append("\n")
+        r.at_end = ends
+        r.at_start = _start_refusals(pos, preds, p, r.anywhere, tokens, markers)
+        r.anywhere = list(dict.fromkeys(r.anywhere))
+        r.pattern = slot_pattern(r, atom.transform)
+        atom.pattern = r.pattern
+        rules[id(atom)] = r
+    return rules
+
+
+def _predecessors(pos: Positions) -> list[list[int]]:
+    preds: list[list[int]] = [[] for _ in pos.atoms]
+    for q in pos.first:
+        preds[q].append(INIT)
+    for p, fs in enumerate(pos.follow):
+        for q in fs:
+            preds[q].append(p)
+    return preds
+
+
+def _stop_strings(
+    pos: Positions, p: int, cores: list[str], origin: str, slot: Slot
+) -> tuple[list[str], list[str]]:
+    stops: list[str] = []
+    ends: list[str] = []
+    stack = [(q, "") for q in reversed(pos.follow[p])]
+    while stack:
+        q, acc = stack.pop()
+        atom = pos.atoms[q]
+        if isinstance(atom, Slot):
+            if not acc:
+                raise GrammarError(
+                    f"slots {slot.terminal} and {atom.terminal} can follow each other with no "
+                    "literal between them, so no parser could tell where one ends",
+                    source=origin,
+                )
+            stops.append(acc)
+            continue
+        assert isinstance(atom, Lit)
+        acc += atom.text
+        cut = _first_core_end(acc, cores)
+        if cut is not None:
+            stops.append(acc[:cut])
+            continue
+        if pos.is_last(q):
+            ends.append(acc)
+        if len(acc) < _MAX_STOP:
+            stack.extend((r, acc) for r in reversed(pos.follow[q]))
+    return list(dict.fromkeys(stops)), list(dict.fromkeys(ends))
+
+
+def _first_core_end(text: str, cores: list[str]) -> int | None:
+    best: int | None = None
+    for c in cores:
+        i = text.find(c)
+        if i != -1 and (best is None or i + len(c) < best):
+            best = i + len(c)
+    return best
+
+
+def _start_refusals(
+    pos: Positions,
+    preds: list[list[int]],
+    p: int,
+    anywhere: list[str],
+    tokens: list[str],
+    markers: list[str],
+) -> list[str]:
+    refused: list[str] = []
+    longest = max((len(s) for s in anywhere), default=0)
+    for text, at_text_start in _texts_before(pos, preds, p, longest):
+        if (at_text_start and not text) or text.endswith("\n") or any(text.endswith(t) for t in tokens):
+            refused += markers  # a line start (a special token starts a fresh line too)
+        for pat in anywhere:
+            for k in range(1, len(pat)):
+                if text.endswith(pat[:k]):
+                    refused.append(pat[k:])
+    return list(dict.fromkeys(refused))
+
+
+def _texts_before(pos: Positions, preds: list[list[int]], p: int, want: int) -> list[tuple[str, bool]]:
+    """The literal texts that can precede position ``p`` (their last ``want`` characters),
+    each with whether it reaches back to the start of the document."""
+    out: list[tuple[str, bool]] = []
+    stack: list[tuple[int, str]] = [(q, "") for q in preds[p]]
+    while stack and len(out) < 256:
+        q, acc = stack.pop()
+        if q == INIT:
+            out.append((acc, True))
+            continue
+        atom = pos.atoms[q]
+        if not isinstance(atom, Lit):
+            out.append((acc, False))
+            continue
+        acc = atom.text + acc
+        if len(acc) >= want:
+            out.append((acc[-want:] if want else "", False))
+            continue
+        stack.extend((r, acc) for r in preds[q])
+    return out
+
+
+def re_escape(text: str) -> str:
+    """``re.escape`` written in printable ASCII only.
+
+    Other characters become ``\\xHH``/``\\uHHHH`` escapes, so the pattern can be
+    embedded as it is in a Lark grammar (which evaluates those escapes itself);
+    ``/`` is escaped too, for Lark's ``/.../`` syntax.
+    """
+    out = []
+    for c in text:
+        o = ord(c)
+        if c.isascii() and (c.isalnum() or c in " _"):
+            out.append(c)
+        elif 0x20 < o < 0x7F:
+            out.append("\\" + c)
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _class_escape(chars: Iterable[str]) -> str:
+    return "".join(re_escape(c) for c in sorted(set(chars)))
+
+
+def _alternation(items: Iterable[str]) -> str:
+    # Longest first, so that no alternative hides a longer one sharing its prefix.
+    return "|".join(sorted(dict.fromkeys(items), key=lambda s: (-len(s), s)))
+
+
+def slot_pattern(rules: SlotRules, transform: str | None) -> str:
+    """The regex of one or more characters a slot with these rules accepts."""
+    forbidden_chars: set[str] = set()
+    lookaheads: dict[str, list[str]] = {}
+    for pat in rules.anywhere:
+        if len(pat) == 1:
+            forbidden_chars.add(pat)
+        else:
+            lookaheads.setdefault(pat[0], []).append(re_escape(pat[1:]))
+    for pat in rules.at_end:
+        lookaheads.setdefault(pat[0], []).append(re_escape(pat[1:]) + r"\Z")
+    special = forbidden_chars | set(lookaheads)
+    plain = f"[^{_class_escape(special)}]" if special else r"[\s\S]"
+    units = [
+        f"{re_escape(c)}(?!{_alternation(alts)})"
+        for c, alts in sorted(lookaheads.items())
+        if c not in forbidden_chars
+    ]
+    if units:
+        unit = "(?:" + "|".join(units) + ")"
+        body = f"{plain}*(?:{unit}{plain}*)*"
+        one = f"(?:{plain}|{unit})"
+    else:
+        body = f"{plain}*"
+        one = plain
+    head = ""
+    if rules.at_start:
+        head = "(?!" + _alternation(re_escape(s) for s in rules.at_start) + ")"
+    if transform in ("strip", "lstrip"):
+        head += r"(?!\s)"
+    tail = r"(?<!\s)" if transform in ("strip", "rstrip") else ""
+    return f"{head}{one}{body}{tail}"
+
+
+@dataclass
+class Guard:
+    """A cheap test that content cannot hold anything its slots refuse.
+
+    Content passes when none of ``triggers`` occurs in it and it neither starts
+    with one of ``prefixes`` nor ends with one of ``suffixes``. Every refused
+    string contains one of the triggers, and the prefixes and suffixes cover the
+    pieces of refused strings that could cross a slot's edge without one, so a
+    pass is a proof; a failure only means the precise check must run.
+    """
+
+    triggers: tuple[str, ...]
+    prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+
+    def passes(self, content: str) -> bool:
+        for t in self.triggers:
+            if t in content:
+                return False
+        return not (
+            (self.prefixes and content.startswith(self.prefixes))
+            or (self.suffixes and content.endswith(self.suffixes))
+        )
+
+
+def guard_for(all_rules: Iterable[SlotRules]) -> Guard:
+    triggers: list[str] = []
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    for r in all_rules:
+        for pat in r.at_start:  # refused only as the whole start of the content
+            triggers.append(_rarest(pat))
+        for pat in r.anywhere:
+            trig = _rarest(pat)
+            triggers.append(trig)
+            for k in range(1, len(pat)):
+                if trig not in pat[k:]:
+                    prefixes.append(pat[k:])
+                if trig not in pat[:k]:
+                    suffixes.append(pat[:k])
+    return Guard(
+        tuple(_cheapest_first(triggers)),
+        tuple(dict.fromkeys(prefixes)),
+        tuple(dict.fromkeys(suffixes)),
+    )
+
+
+def _rarest(pat: str) -> str:
+    return max(pat, key=lambda c: _RANK.get(c, len(_FREQUENCY)))
+
+
+def _cheapest_first(chars: list[str]) -> list[str]:
+    return sorted(dict.fromkeys(chars), key=lambda c: -_RANK.get(c, len(_FREQUENCY)))
