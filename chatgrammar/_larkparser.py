@@ -1,0 +1,242 @@
+"""The Lark LALR parser of a format, generated from its automaton.
+
+Each automaton state ``i`` becomes a rule ``s<i>`` (the text read so far),
+written left-linear so that the parser reduces one message at a time and its
+stack stays flat; each message rule becomes ``m_<rule>`` and its open variant
+(the turn cut right after its content) ``o_<rule>``. Messages are built by an
+inline transformer: no parse tree is made. The scanner handles valid text; this
+parser is the reference it is tested against and the source of positioned
+errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ._compiler import ASSISTANT, Compiled
+from ._errors import ParseError
+from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
+from ._message import Message, make_message
+
+__all__ = ["LarkParser", "lark_grammar"]
+
+_END = "$END"
+
+
+class _EmptyOpen(Exception):
+    def __init__(self, pos: int, role: str) -> None:
+        self.pos = pos
+        self.role = role
+
+
+class _Names:
+    """Terminal names of the generated grammar, and how to show each in an error."""
+
+    def __init__(self) -> None:
+        self.literals: dict[str, str] = {}  # text -> name
+        self.slots: dict[str, str] = {}  # pattern -> name
+        self.shown: dict[str, str] = {_END: "end of text"}
+        self.fields: dict[str, str] = {}
+
+    def literal(self, text: str) -> str:
+        if text not in self.literals:
+            name = f"_L{len(self.literals)}"
+            self.literals[text] = name
+            self.shown[name] = json.dumps(text, ensure_ascii=False)
+        return self.literals[text]
+
+    def slot(self, slot: Slot) -> str:
+        key = f"{slot.field}:{slot.pattern}"
+        if key not in self.slots:
+            name = f"S{len(self.slots)}"
+            self.slots[key] = name
+            self.shown[name] = slot.field
+            self.fields[name] = slot.field
+        return self.slots[key]
+
+
+def _lark_string(text: str) -> str:
+    out = []
+    for c in text:
+        o = ord(c)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif 0x20 <= o < 0x7F:
+            out.append(c)
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return '"' + "".join(out) + '"'
+
+
+def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..., Any]]]:
+    """The generated grammar's text, its terminal names, and its transformer callbacks."""
+    names = _Names()
+    dfa = compiled.dfa
+    rules: dict[str, list[str]] = {}
+    callbacks: dict[str, Callable[..., Any]] = {}
+
+    def body(n: Node, unwrap: bool = False) -> str:
+        if isinstance(n, Lit):
+            return names.literal(n.text)
+        if isinstance(n, Slot):
+            return names.slot(n)
+        if isinstance(n, Seq):
+            return " ".join(body(i, unwrap) for i in n.items)
+        if isinstance(n, Opt):
+            inner = body(n.item, unwrap)
+            return inner if unwrap else f"[{inner}]"
+        raise AssertionError(n)
+
+    # Which states can be reached without the (invisible) empty generation prompt.
+    reachable = {0}
+    frontier = [0]
+    edges: list[tuple[int, int, Node]] = []
+    while frontier:
+        s = frontier.pop()
+        for t in dfa.transitions[s]:
+            if isinstance(t.atom, Gen) and compiled.gen_text == "":
+                continue  # writes nothing: the parser cannot see it
+            edges.append((s, t.target, t.atom))
+            if t.target not in reachable:
+                reachable.add(t.target)
+                frontier.append(t.target)
+
+    rules["s0"] = [""]
+    callbacks["s0"] = lambda children: []
+    start: list[str] = []
+    seen_open: set[str] = set()
+    for s, target, atom in edges:
+        if isinstance(atom, Lit):
+            sym = names.literal(atom.text)
+        elif isinstance(atom, Gen):
+            sym = "gen"
+            if "gen" not in rules:
+                rules["gen"] = [body(atom.body, unwrap=True)]
+                callbacks["gen"] = _generation_callback
+        else:
+            assert isinstance(atom, Msg)
+            shape = compiled.shapes[atom.rule]
+            sym = f"m_{atom.rule}"
+            if sym not in rules:
+                rules[sym] = [body(shape.body)]
+                callbacks[sym] = _message_callback(shape.role, names, complete=True)
+                rules[f"o_{atom.rule}"] = [body(shape.open_body, unwrap=True)]
+                callbacks[f"o_{atom.rule}"] = _message_callback(shape.role, names, complete=False)
+            if (s, atom.rule) not in seen_open:
+                seen_open.add((s, atom.rule))  # type: ignore[arg-type]
+                start.append(f"s{s} o_{atom.rule}")
+        rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")
+        callbacks.setdefault(f"s{target}", _append)
+    accepting = [
+        s
+        for s in sorted(reachable)
+        if dfa.accepting[s]
+        or any(isinstance(t.atom, Gen) and compiled.gen_text == "" and dfa.accepting[t.target] for t in dfa.transitions[s])
+    ]
+    start = [f"s{s}" for s in accepting] + start
+    rules["start"] = start or ["s0"]
+    callbacks["start"] = _finish
+
+    lines = [f"{name}: {' | '.join(alts)}" for name, alts in rules.items()]
+    lines += [f"{name}: {_lark_string(text)}" for text, name in names.literals.items()]
+    for key, name in names.slots.items():
+        pattern = key.split(":", 1)[1]  # re_escape wrote "/" as "\\/" already
+        lines.append(f"{name}: /{pattern}/")
+    return "\n".join(lines) + "\n", names, callbacks
+
+
+def _generation_callback(children: list[Any]) -> Message:
+    for tok in children:
+        if tok is not None and str(tok) != ASSISTANT:
+            raise _EmptyOpen(tok.start_pos, str(tok))
+    return make_message(ASSISTANT, "", False)
+
+
+def _append(children: list[Any]) -> list[Message]:
+    acc: list[Message] = children[0]
+    if len(children) > 1:
+        acc.append(children[1])
+    return acc
+
+
+def _finish(children: list[Any]) -> list[Message]:
+    return _append(children)
+
+
+def _message_callback(role: str | None, names: _Names, complete: bool) -> Callable[[list[Any]], Message]:
+    def build(children: list[Any]) -> Message:
+        r, content = role, ""
+        for tok in children:
+            if tok is None:
+                continue
+            if names.fields[tok.type] == "role":
+                r = str(tok)
+            else:
+                content = str(tok)
+        assert r is not None
+        return make_message(r, content, complete)
+
+    return build
+
+
+class LarkParser:
+    def __init__(self, compiled: Compiled) -> None:
+        text, self.names, callbacks = lark_grammar(compiled)
+        self.grammar = text
+        self.format = compiled.name
+        self.literals = sorted(self.names.literals, key=len, reverse=True)
+        methods = {name: staticmethod(fn) for name, fn in callbacks.items()}
+        transformer = type("MessageBuilder", (Transformer,), methods)()
+        self.lark = Lark(text, parser="lalr", lexer="contextual", transformer=transformer, maybe_placeholders=True)
+
+    def parse(self, text: str) -> list[Message]:
+        try:
+            result: list[Message] = self.lark.parse(text)
+        except UnexpectedInput as e:
+            raise self._error(text, e) from None
+        except _EmptyOpen as e:
+            raise ParseError(
+                f"the text ends with an empty {e.role!r} turn; only the assistant's turn can be "
+                "left open with no content (that is the generation prompt)",
+                text=text,
+                pos=e.pos,
+                format=self.format,
+            ) from None
+        return result
+
+    def _error(self, text: str, e: UnexpectedInput) -> ParseError:
+        if isinstance(e, UnexpectedCharacters):
+            pos, expected = e.pos_in_stream, set(e.allowed)
+        elif isinstance(e, UnexpectedToken):
+            tok: Token = e.token
+            pos = len(text) if tok.type == _END else (tok.start_pos or 0)
+            expected = set(e.accepts or e.expected)
+        elif isinstance(e, UnexpectedEOF):
+            pos, expected = len(text), set(e.expected)
+        else:  # pragma: no cover - Lark raises only the three above
+            pos, expected = getattr(e, "pos_in_stream", 0) or 0, set()
+        shown = sorted({self.names.shown.get(n, n) for n in expected}, key=_order)
+        what = " or ".join(shown) if shown else "nothing more"
+        message = f"expected {what}"
+        if pos < len(text):
+            message += f" before {self._found(text, pos)}"
+        return ParseError(message, text=text, pos=pos, expected=shown, format=self.format)
+
+    def _found(self, text: str, pos: int) -> str:
+        for lit in self.literals:
+            if text.startswith(lit, pos):
+                return json.dumps(lit, ensure_ascii=False)
+        return json.dumps(text[pos : pos + 12], ensure_ascii=False) + ("..." if len(text) > pos + 12 else "")
+
+
+def _order(shown: str) -> tuple[int, str]:
+    return (0 if shown.startswith('"') else 1, shown)
