@@ -1,0 +1,99 @@
+"""The registry of formats: finds the grammar files, indexes names, aliases and model ids.
+
+Only the headers are read when the registry loads; a format's grammar is
+compiled the first time it is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from pathlib import Path
+
+from ._errors import GrammarError, UnknownFormatError
+from ._format import Format
+
+__all__ = ["formats", "get_format", "grammar_dir", "normalize_name"]
+
+_lock = threading.Lock()
+_by_name: dict[str, Format] = {}  # normalized name, alias or model id -> format
+_canonical: dict[str, Format] = {}
+
+
+def grammar_dir() -> Path:
+    """Where the built-in grammars are: inside the installed package, or in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammars", here.parent / "grammars"):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"chatgrammar's grammars/ folder is missing (looked beside {here})")
+
+
+def normalize_name(name: str) -> str:
+    """The form names are compared in: case, surrounding space and ``_`` vs ``-`` do not matter.
+
+    >>> normalize_name(" Llama_2 ")
+    'llama-2'
+    """
+    return "-".join(name.strip().lower().replace("_", "-").split())
+
+
+def _load() -> dict[str, Format]:
+    if _canonical:
+        return _by_name
+    with _lock:
+        if _canonical:
+            return _by_name
+        directory = grammar_dir()
+        found: dict[str, Format] = {}
+        index: dict[str, Format] = {}
+        for path in sorted(directory.glob("*.lark")):
+            if path.name.startswith("_"):
+                continue  # shared fragments
+            fmt = Format(path.read_text(encoding="utf-8"), origin=str(path), import_paths=[str(directory)])
+            if fmt.name in found:
+                raise GrammarError(f"format name {fmt.name!r} is used by two grammars", source=str(path))
+            found[fmt.name] = fmt
+            for key in [fmt.name, *fmt.aliases, *fmt.models]:
+                norm = normalize_name(key)
+                other = index.get(norm)
+                if other is not None and other is not fmt:
+                    raise GrammarError(
+                        f"{key!r} names both {other.name!r} and {fmt.name!r}", source=str(path)
+                    )
+                index[norm] = fmt
+        _by_name.update(index)
+        _canonical.update(found)
+    return _by_name
+
+
+def formats() -> list[str]:
+    """The canonical names of the registered formats, sorted.
+
+    >>> "llama2" in formats()
+    True
+    """
+    _load()
+    return sorted(_canonical)
+
+
+def get_format(name: str | Format) -> Format:
+    """The format with this name, alias or model id.
+
+    >>> get_format("Llama-2").name
+    'llama2'
+
+    An unknown name raises UnknownFormatError, suggesting the closest names;
+    there is never a fallback to a default format.
+    """
+    if isinstance(name, Format):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a format is named by a str, not {type(name).__name__}")
+    index = _load()
+    fmt = index.get(normalize_name(name))
+    if fmt is None:
+        close = difflib.get_close_matches(normalize_name(name), list(index), n=3, cutoff=0.6)
+        suggestions = list(dict.fromkeys(index[c].name if c in _canonical else c for c in close))
+        raise UnknownFormatError(name, suggestions)
+    return fmt

@@ -1,0 +1,145 @@
+"""Hypothesis strategies for testing formats (needs ``hypothesis``: ``pip install chatgrammar[test]``).
+
+``conversations(fmt)`` walks the format's own automaton, so every conversation
+it draws is one the format can represent: the role order, whether it ends with a
+generation prompt or an open turn, and which roles a ROLE slot takes all come
+from the grammar. Contents are deliberately hard: empty, whitespace only,
+unicode, leading and trailing newlines, long, and sprinkled with pieces of
+every registered format's delimiters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._compiler import ASSISTANT
+from ._format import Format
+from ._ir import Gen, Lit, Msg
+from ._message import Message
+from ._registry import formats, get_format
+
+try:
+    from hypothesis import strategies as st
+except ImportError as e:  # pragma: no cover
+    raise ImportError("chatgrammar.testing needs hypothesis: pip install 'chatgrammar[test]'") from e
+
+__all__ = ["Conversation", "contents", "conversations", "delimiter_pieces"]
+
+WHITESPACE = " \t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2000\u2028\u2029\u3000"
+# Roles a ROLE slot is given besides the usual three.
+EXTRA_ROLES = ["tool", "ipython", "function", "observation", "developer", "Bob", "søren", "工具"]
+
+
+@dataclass
+class Conversation:
+    """Messages plus the generation-prompt flag: what ``render`` takes."""
+
+    messages: list[Message] = field(default_factory=list)
+    add_generation_prompt: bool = False
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The messages as Hugging Face style dicts (``complete`` only when False)."""
+        out: list[dict[str, Any]] = []
+        for m in self.messages:
+            d: dict[str, Any] = {"role": m.role, "content": m.content}
+            if not m.complete:
+                d["complete"] = False
+            out.append(d)
+        return out
+
+
+def delimiter_pieces() -> list[str]:
+    """Every registered format's delimiters, with their halves: content that tests edges."""
+    pieces: list[str] = []
+    for name in formats():
+        for d in get_format(name).delimiters:
+            pieces += [d, d[: len(d) // 2], d[len(d) // 2 :]]
+    pieces += ["\n", "\n\n", " ", "{", "}", "{%", "%}", "{{", "}}", "%", "\\", '"', "'", "<", ">", "|"]
+    return list(dict.fromkeys(p for p in pieces if p))
+
+
+def contents(pieces: list[str] | None = None, long: bool = True) -> st.SearchStrategy[str]:
+    """Hard message contents."""
+    pieces = delimiter_pieces() if pieces is None else pieces
+    base = [
+        st.text(max_size=40),
+        st.text(alphabet=WHITESPACE, max_size=6),
+        st.lists(st.one_of(st.text(max_size=6), st.sampled_from(pieces)), max_size=8).map("".join),
+        st.tuples(
+            st.text(alphabet="\n \t", max_size=3), st.text(max_size=20), st.text(alphabet="\n \t", max_size=3)
+        ).map("".join),
+        st.sampled_from(["", " ", "\n", "héllo wörld ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية", "a\r\nb", "\x00\x1b[0m"]),
+    ]
+    if long:
+        base.append(st.text(min_size=1, max_size=16).map(lambda s: (s * (10_000 // len(s) + 1))[:10_000]))
+    return st.one_of(*base)
+
+
+@st.composite
+def conversations(
+    draw: st.DrawFn,
+    fmt: str | Format,
+    *,
+    max_messages: int = 6,
+    content: st.SearchStrategy[str] | None = None,
+    allow_open: bool = True,
+    allow_generation: bool = True,
+) -> Conversation:
+    """A conversation the format can represent, drawn by walking its automaton."""
+    f = get_format(fmt)
+    c = f._c
+    dfa = c.dfa
+    content = contents() if content is None else content
+    fixed_roles = {s.role for s in c.shapes.values() if s.role is not None}
+    generic_roles = [r for r in ["system", "user", ASSISTANT, *EXTRA_ROLES] if r not in fixed_roles]
+    distance = _distance_to_accept(f)
+    state, msgs = 0, []
+    while True:
+        steps = [t for t in dfa.transitions[state] if not isinstance(t.atom, Gen) and distance[t.target] is not None]
+        budget_left = len(msgs) < max_messages
+        if dfa.accepting[state] and (not steps or not budget_left or draw(st.booleans())):
+            break
+        if not budget_left:  # head for the nearest accepting state
+            steps = [min(steps, key=lambda t: distance[t.target])]  # type: ignore[arg-type,return-value]
+        t = draw(st.sampled_from(steps))
+        if isinstance(t.atom, Msg):
+            shape = c.shapes[t.atom.rule]
+            role = shape.role or draw(st.sampled_from(generic_roles))
+            msgs.append(Message(role=role, content=draw(content)))
+        state = t.target
+    gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
+    if allow_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
+        last = msgs[-1]
+        msgs[-1] = Message(role=last.role, content=last.content, complete=False)
+    return Conversation(msgs, gen)
+
+
+def _distance_to_accept(f: Format) -> list[int | None]:
+    dfa = f._c.dfa
+    dist: list[int | None] = [0 if a else None for a in dfa.accepting]
+    changed = True
+    while changed:
+        changed = False
+        for s, trs in enumerate(dfa.transitions):
+            for t in trs:
+                d = dist[t.target]
+                if d is not None and (dist[s] is None or d + 1 < dist[s]):  # type: ignore[operator]
+                    dist[s] = d + 1
+                    changed = True
+    return dist
+
+
+def _gen_reachable(f: Format, state: int) -> bool:
+    """Whether literals then the generation prompt can follow ``state`` and end the text."""
+    dfa = f._c.dfa
+    seen, stack = {state}, [state]
+    while stack:
+        s = stack.pop()
+        for t in dfa.transitions[s]:
+            if isinstance(t.atom, Gen) and dfa.accepting[t.target]:
+                return True
+            if isinstance(t.atom, Lit) and t.target not in seen:
+                seen.add(t.target)
+                stack.append(t.target)
+    return False
