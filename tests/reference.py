@@ -1,0 +1,85 @@
+"""The real chat templates, rendered independently of chatgrammar.
+
+Wraps ``../shared/templates/render_reference.py`` (Hugging Face's renderer, or
+jinja2 set up identically) and adds what ``apply_chat_template`` does around it
+for an open final message (``continue_final_message``), using transformers' own
+algorithm: the content gets a tag appended, the template renders it, and the
+text is cut at the tag (and right-stripped when the template trimmed the tag's
+trailing space).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from chatgrammar import Format, Message
+
+from conftest import TEMPLATES
+
+sys.path.insert(0, str(TEMPLATES))
+import render_reference  # noqa: E402
+
+TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+class TemplateRaised(Exception):
+    """The reference template raised (or could not render) this conversation."""
+
+
+@lru_cache(maxsize=None)
+def index() -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = json.loads((TEMPLATES / "index.json").read_text(encoding="utf-8"))
+    return entries
+
+
+def entry_for(fmt: Format) -> dict[str, Any]:
+    matches = [e for e in index() if e["template_file"] == fmt.reference]
+    assert len(matches) == 1, f"{fmt.name}: reference {fmt.reference!r} is not exactly one index.json entry"
+    return matches[0]
+
+
+@lru_cache(maxsize=None)
+def _source(template_file: str) -> str:
+    return (TEMPLATES / template_file).read_text(encoding="utf-8")
+
+
+def render(fmt: Format, messages: list[Message], add_generation_prompt: bool = False) -> str:
+    """What the format's real template renders, apply_chat_template style."""
+    e = entry_for(fmt)
+    kwargs = dict(
+        bos_token=e["bos_token"],
+        eos_token=e["eos_token"],
+        now=render_reference.FIXED_NOW if e.get("fixed_now") else None,
+        **e.get("render_kwargs", {}),
+    )
+    dicts = [{"role": m.role, "content": m.content} for m in messages]
+    src = _source(e["template_file"])
+    if messages and not messages[-1].complete:
+        if not messages[-1].content:  # an open turn with nothing in it is the generation prompt
+            return _render(src, dicts[:-1], add_generation_prompt=True, **kwargs)
+        dicts[-1]["content"] += TAG
+        out = _render(src, dicts, add_generation_prompt=False, **kwargs)
+        if TAG.strip() not in out:
+            raise TemplateRaised("continue_final_message: the template dropped the final message")
+        loc = out.rindex(TAG.strip())
+        return out[:loc] if out[loc : loc + len(TAG)] == TAG else out[:loc].rstrip()
+    return _render(src, dicts, add_generation_prompt=add_generation_prompt, **kwargs)
+
+
+def _render(src: str, messages: list[dict[str, str]], **kwargs: Any) -> str:
+    try:
+        return render_reference.render(src, messages, **kwargs)
+    except Exception as e:  # the template's own raise_exception, or Jinja failing on the input
+        raise TemplateRaised(f"{type(e).__name__}: {e}") from e
+
+
+def first_difference(a: str, b: str) -> str:
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"first difference at offset {i}: {a[i:i + 30]!r} vs {b[i:i + 30]!r}"
+
+
+__all__ = ["TemplateRaised", "entry_for", "first_difference", "index", "render", "Path"]

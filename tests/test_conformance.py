@@ -1,0 +1,158 @@
+"""Byte-exact conformance with the real chat templates in ../shared/templates.
+
+Generated conversations are rendered by chatgrammar and by the format's real
+template (jinja2 under Hugging Face's settings, see reference.py):
+
+* both render: the texts are identical;
+* the template raises: chatgrammar raises UnsupportedConversationError;
+* chatgrammar refuses but the template renders: the template must be losing
+  information there, and the test proves it by finding a *witness*, another
+  conversation the template renders to the very same text (a message dropped,
+  or its content or role changed, the generation prompt flag flipped, or what
+  chatgrammar reads back from the template's text).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, reject
+from hypothesis import strategies as st
+
+import chatgrammar as cg
+import reference
+from chatgrammar.testing import Conversation, contents, conversations, delimiter_pieces
+from reference import TemplateRaised, first_difference
+
+WITH_REFERENCE = [name for name in cg.formats() if cg.get_format(name).reference]
+ROLES = ["system", "user", "assistant"]
+
+
+def test_every_reference_template_is_covered(templates_dir) -> None:
+    entries = reference.index()
+    assert entries, "index.json lists no templates"
+    covered = {cg.get_format(n).reference for n in WITH_REFERENCE}
+    core = {"chatml-openhermes.jinja", "llama2-chat.jinja", "llama3.jinja", "mistral-v0.1.jinja",
+            "zephyr.jinja", "alpaca.jinja", "vicuna.jinja"}
+    assert core <= covered
+    for name in WITH_REFERENCE:
+        reference.entry_for(cg.get_format(name))  # exactly one index entry per reference
+
+
+def _safe_contents(fmt: cg.Format) -> st.SearchStrategy[str]:
+    own = set(fmt.delimiters)
+    return contents([p for p in delimiter_pieces() if not any(d in p or p in d for d in own)])
+
+
+def _ours(fmt: cg.Format, conv: Conversation) -> str | cg.ChatGrammarError:
+    try:
+        return fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+    except cg.UnsafeContentError:
+        reject()
+    except cg.RenderError as e:
+        return e
+
+
+def _theirs(fmt: cg.Format, conv: Conversation) -> str | TemplateRaised:
+    try:
+        return reference.render(fmt, conv.messages, conv.add_generation_prompt)
+    except TemplateRaised as e:
+        return e
+
+
+def _witness(fmt: cg.Format, conv: Conversation, text: str) -> Conversation | None:
+    """Another conversation the template renders to ``text``: proof that it loses information."""
+    msgs = conv.messages
+    candidates = [Conversation(msgs, not conv.add_generation_prompt)]
+    for i, m in enumerate(msgs):
+        candidates.append(Conversation(msgs[:i] + msgs[i + 1 :], conv.add_generation_prompt))
+        other = cg.Message(role=m.role, content=m.content + "witness", complete=m.complete)
+        candidates.append(Conversation(msgs[:i] + [other] + msgs[i + 1 :], conv.add_generation_prompt))
+        for role in ROLES:
+            if role != m.role:
+                changed = cg.Message(role=role, content=m.content, complete=m.complete)
+                candidates.append(Conversation(msgs[:i] + [changed] + msgs[i + 1 :], conv.add_generation_prompt))
+    try:
+        read = fmt.parse(text)
+    except cg.ParseError:
+        pass
+    else:
+        candidates.append(Conversation(read))
+    for w in candidates:
+        if _same(w, conv):
+            continue
+        try:
+            if reference.render(fmt, w.messages, w.add_generation_prompt) == text:
+                return w
+        except TemplateRaised:
+            continue
+    return None
+
+
+def _same(a: Conversation, b: Conversation) -> bool:
+    return a.messages == b.messages and a.add_generation_prompt == b.add_generation_prompt
+
+
+def check(fmt: cg.Format, conv: Conversation) -> None:
+    ours = _ours(fmt, conv)
+    theirs = _theirs(fmt, conv)
+    shown = json.dumps(conv.dicts(), ensure_ascii=False)[:400]
+    if isinstance(theirs, TemplateRaised):
+        assert isinstance(ours, cg.UnsupportedConversationError), (
+            f"{fmt.name}: the template raises ({theirs}) but chatgrammar rendered {ours!r} for {shown}"
+        )
+    elif isinstance(ours, cg.ChatGrammarError):
+        witness = _witness(fmt, conv, theirs)
+        assert witness is not None, (
+            f"{fmt.name}: chatgrammar refused ({ours}) a conversation the template renders without "
+            f"losing anything: {shown} -> {theirs!r}"
+        )
+    else:
+        assert ours == theirs, f"{fmt.name}: {first_difference(ours, theirs)}\n ours:   {ours!r}\n theirs: {theirs!r}"
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE)
+@given(data=st.data())
+def test_renders_like_the_template(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    conv = data.draw(conversations(fmt, content=_safe_contents(fmt)))
+    last = conv.messages[-1] if conv.messages else None
+    if last is not None and not last.complete:
+        # transformers keeps trailing whitespace of a continued message even where the
+        # template trims content; chatgrammar trims it as the template does (see the docs).
+        conv.messages[-1] = cg.Message(role=last.role, content=last.content.rstrip(), complete=False)
+    check(fmt, conv)
+
+
+@st.composite
+def any_roles(draw: st.DrawFn, fmt: cg.Format) -> Conversation:
+    """Role sequences the format may not allow: the errors must match the template's."""
+    roles = draw(st.lists(st.sampled_from(ROLES), max_size=6))
+    content = _safe_contents(fmt)
+    msgs = [cg.Message(role=r, content=draw(content)) for r in roles]
+    return Conversation(msgs, draw(st.booleans()))
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE)
+@given(data=st.data())
+def test_refuses_where_the_template_refuses_or_loses(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    check(fmt, data.draw(any_roles(fmt)))
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE)
+def test_reference_cases(name: str, templates_dir) -> None:
+    """The simple cases shipped beside each template, errors included."""
+    fmt = cg.get_format(name)
+    slug = reference.entry_for(fmt)["slug"]
+    lines = (templates_dir / "cases" / f"{slug}.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines
+    for line in lines:
+        case = json.loads(line)
+        conv = Conversation([cg.Message(**m) for m in case["messages"]], case["add_generation_prompt"])
+        if "error" in case:
+            with pytest.raises(cg.UnsupportedConversationError):
+                fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+        else:
+            assert fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt) == case["expected"]

@@ -1,0 +1,90 @@
+"""The round-trip laws, for every registered format, on generated conversations.
+
+parse(render(m)) == normalize(m)   and   render(parse(s)) == s
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, reject
+from hypothesis import strategies as st
+
+import chatgrammar as cg
+from chatgrammar.testing import conversations
+
+FORMATS = cg.formats()
+
+
+def test_every_format_is_covered() -> None:
+    # The parametrisations below take formats() itself; this pins that the list is not empty
+    # and that every grammar file of the package is a registered format.
+    assert len(FORMATS) >= 7
+    from chatgrammar._registry import grammar_dir
+
+    files = sorted(p.stem for p in grammar_dir().glob("*.lark"))
+    assert sorted(cg.get_format(f).name for f in files) == FORMATS
+
+
+def _render_or_reject(fmt: cg.Format, conv) -> str:
+    try:
+        return fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+    except cg.UnsafeContentError as e:
+        # Generated content may hold this format's delimiters; refusing them is right
+        # (tests/test_unsafe.py checks refusals), but there is no round trip to check.
+        assert any(d in conv.messages[e.index].content for d in fmt.delimiters) or e.delimiter == ""
+        reject()
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(data=st.data())
+def test_parse_of_render_is_normalize(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    conv = data.draw(conversations(fmt))
+    text = _render_or_reject(fmt, conv)
+    expected = fmt.normalize(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+    assert fmt.parse(text) == expected
+    # The reference parser (Lark) reads the same text the same way.
+    assert fmt.lark.parse(text) == expected
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(data=st.data())
+def test_render_of_parse_is_identity(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    conv = data.draw(conversations(fmt))
+    text = _render_or_reject(fmt, conv)
+    assert fmt.render(fmt.parse(text)) == text
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(data=st.data())
+def test_dicts_and_models_render_alike(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    conv = data.draw(conversations(fmt))
+    try:
+        from_models = fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+    except cg.UnsafeContentError:
+        reject()
+    assert fmt.render(conv.dicts(), add_generation_prompt=conv.add_generation_prompt) == from_models
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(data=st.data())
+def test_normalize_is_idempotent(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    conv = data.draw(conversations(fmt))
+    try:
+        once = fmt.normalize(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+    except cg.UnsafeContentError:
+        reject()
+    assert fmt.normalize(once) == once
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_generation_prompt_is_an_open_assistant_turn(name: str) -> None:
+    fmt = cg.get_format(name)
+    msgs = [cg.Message(role="user", content="Hi")]
+    with_prompt = fmt.render(msgs, add_generation_prompt=True)
+    opened = fmt.render(msgs + [cg.Message(role="assistant", content="", complete=False)])
+    assert opened == with_prompt
+    assert with_prompt.endswith(fmt.generation_prompt or "")

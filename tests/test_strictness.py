@@ -1,0 +1,69 @@
+"""parse accepts exactly what render writes.
+
+For any text that parses, rendering the result gives the text back; the fast
+scanner and the Lark parser accept and reject the same texts, with the same
+messages. Texts are renders of generated conversations, then mutated.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, reject
+from hypothesis import strategies as st
+
+import chatgrammar as cg
+from chatgrammar.testing import conversations, delimiter_pieces
+
+FORMATS = cg.formats()
+PIECES = delimiter_pieces() + [" ", "  ", "\t", "\n", "\r\n", "x", "é"]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, fmt: cg.Format) -> str:
+    conv = draw(conversations(fmt, max_messages=4))
+    try:
+        text = fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+    except cg.UnsafeContentError:
+        reject()
+    for _ in range(draw(st.integers(1, 3))):
+        pos = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["insert", "delete", "swap"]))
+        if op == "insert":
+            text = text[:pos] + draw(st.sampled_from(PIECES)) + text[pos:]
+        elif op == "delete" and text:
+            end = min(len(text), pos + draw(st.integers(1, 4)))
+            text = text[:pos] + text[end:]
+        elif op == "swap" and pos + 1 < len(text):
+            text = text[:pos] + text[pos + 1] + text[pos] + text[pos + 2 :]
+    return text
+
+
+def _parse(parser, text: str):
+    try:
+        return parser(text)
+    except cg.ParseError as e:
+        assert 0 <= e.pos <= len(text)
+        return e
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(data=st.data())
+def test_whatever_parses_renders_back_to_itself(name: str, data: st.DataObject) -> None:
+    fmt = cg.get_format(name)
+    text = data.draw(mutated(fmt))
+    fast = _parse(fmt.parse, text)
+    slow = _parse(fmt.lark.parse, text)
+    if isinstance(fast, cg.ParseError) or isinstance(slow, cg.ParseError):
+        assert isinstance(fast, cg.ParseError) and isinstance(slow, cg.ParseError), (fast, slow)
+        return
+    assert fast == slow
+    assert fmt.render(fast) == text
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(text=st.text(max_size=60))
+def test_arbitrary_text_parses_or_raises_parse_error(name: str, text: str) -> None:
+    fmt = cg.get_format(name)
+    result = _parse(fmt.parse, text)
+    if not isinstance(result, cg.ParseError):
+        assert fmt.render(result) == text
