@@ -13,7 +13,7 @@ from ._automaton import Dfa, positions
 from ._errors import GrammarError
 from ._grammar import GrammarSpec
 from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, walk
-from ._patterns import Guard, SlotRules, derive_slot_rules, guard_for, re_escape, slot_pattern
+from ._patterns import Guard, SlotRules, derive_slot_rules, guard_for, re_escape, slot_pattern, triggers_for
 
 __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "compile_spec"]
 
@@ -62,7 +62,7 @@ class Compiled:
     gen_text: str | None  # the generation prompt when it is fixed text ("" for none)
     gen_rule: str | None  # the message rule whose head is the generation prompt
     rules: dict[int, SlotRules]  # id(slot) -> what it refuses
-    guard: Guard
+    guards: dict[int, Guard]  # id(content slot) -> its cheap safety test
     role_pattern: str | None
     tokens: list[str] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)
@@ -92,6 +92,8 @@ def compile_spec(spec: GrammarSpec) -> Compiled:
         raise GrammarError(f"the generation rule refers to {gen_rule!r}, which is not a message rule", source=origin)
     dfa = Dfa.build(positions(spec.start, lambda n: isinstance(n, (Lit, Msg, Gen))))
     role_slots = [s for s in walk(spec.start) if isinstance(s, Slot) and s.field == "role"]
+    content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
+    triggers = triggers_for(content_rules.values())
     return Compiled(
         spec=spec,
         dfa=dfa,
@@ -99,7 +101,7 @@ def compile_spec(spec: GrammarSpec) -> Compiled:
         gen_text=gen_text,
         gen_rule=gen_rule,
         rules=rules,
-        guard=guard_for(rules[id(s.content)] for s in shapes.values()),
+        guards={key: guard_for(r, triggers) for key, r in content_rules.items()},
         role_pattern=role_slots[0].pattern if role_slots else None,
         tokens=tokens,
         markers=markers,
@@ -206,6 +208,7 @@ def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
             merged.anywhere += [x for x in r.anywhere if x not in merged.anywhere]
             merged.at_end += [x for x in r.at_end if x not in merged.at_end]
             merged.at_start += [x for x in r.at_start if x not in merged.at_start]
+            merged.last += [x for x in r.last if x not in merged.last]
         merged.pattern = slot_pattern(merged, slots[0].transform)
         for s in slots:
             s.pattern = merged.pattern

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
 from ._errors import RenderError, UnsafeContentError, UnsupportedConversationError
@@ -17,7 +17,6 @@ from ._scanner import Scanner
 
 __all__ = ["Format"]
 
-_ROLE_CACHE_LIMIT = 1024
 
 
 class Format:
@@ -37,7 +36,7 @@ class Format:
         self._lock = threading.Lock()
         self._compiled: Compiled | None = None
         self._lark: LarkParser | None = None
-        self._good_roles: set[str] = set()
+        self._plans: dict[Any, Plan] = {}  # the planner's cache, read directly by render()
 
     # -- metadata --------------------------------------------------------------
 
@@ -119,8 +118,9 @@ class Format:
                 if self._compiled is None:
                     spec = load_grammar(self.grammar, origin=self.origin, import_paths=self._import_paths)
                     compiled = compile_spec(spec)
-                    self._planner = Planner(compiled)
+                    self._planner = Planner(compiled, self._plans)
                     self._scanner = Scanner(compiled)
+                    self._scan = self._scanner.scan
                     self._compiled = compiled
                 c = self._compiled
         return c
@@ -157,12 +157,29 @@ class Format:
         >>> get_format("chatml").render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
         '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
         """
-        r = self._prepare(messages, add_generation_prompt)
+        msgs = messages if type(messages) is list else list(messages)
+        # The common case in few steps: complete messages of a shape seen before. The
+        # plan's compiled code reads the contents itself, and declines anything unusual.
         if on_unsafe == "raise":
-            return self._checked(r)
-        if on_unsafe != "allow":
+            try:
+                roles = tuple([m["role"] for m in msgs if len(m) == 2])
+                models = False
+            except (KeyError, TypeError):
+                roles, models = _model_roles(msgs), True
+            plan = self._plans.get((roles, False, add_generation_prompt))
+            if plan is not None and len(roles) == len(msgs):
+                try:
+                    text = plan.fast_models(msgs) if models else plan.fast(msgs)
+                except KeyError:
+                    text = None
+                if text is not None:
+                    return text
+        r = self._prepare(msgs, add_generation_prompt)
+        if on_unsafe == "allow":
+            return r.plan.build(r.roles, r.contents)
+        if on_unsafe != "raise":
             raise ValueError(f"on_unsafe must be 'raise' or 'allow', not {on_unsafe!r}")
-        return r.plan.build(r.roles, r.contents)
+        return self._checked(r)
 
     def normalize(self, messages: Iterable[MessageLike], *, add_generation_prompt: bool = False) -> list[Message]:
         r"""The messages that ``parse(render(messages))`` gives back.
@@ -217,41 +234,15 @@ class Format:
         return _Rendering(plan, roles, contents, n, open_last, gen and c.gen_text != "")
 
     def _checked(self, r: _Rendering) -> str:
-        plan, roles, contents = r.plan, r.roles, r.contents
-        for i in plan.roles:
-            if roles[i] not in self._good_roles:
-                self._check_role(i, roles[i])
-        passes = self._c.guard.passes
-        suspect = False
-        for i in plan.contents:
-            if not passes(contents[i]):
-                suspect = True
-                break
+        plan, contents = r.plan, r.contents
+        guards = self._c.guards
+        suspect = any(not guards[id(s)].passes(contents[i]) for i, s in zip(plan.contents, plan.slots))
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
-        text = plan.build(roles, contents)
+        text = plan.build(r.roles, contents)
         if suspect and self._scanner.scan(text) != r.expected():
             raise self._unsafe(r)
         return text
-
-    def _check_role(self, i: int, role: str) -> None:
-        c = self._c
-        if role and c.role_pattern and re.fullmatch(c.role_pattern, role):
-            if len(self._good_roles) < _ROLE_CACHE_LIMIT:
-                self._good_roles.add(role)
-            return
-        slot = next(s.role_slot for s in c.shapes.values() if s.role_slot is not None)
-        found = _find_delimiter(role, c.rules[id(slot)].anywhere, [])
-        delim, offset = found if found else ("", 0)
-        what = f"contains {delim!r} at offset {offset}" if found else "is empty"
-        raise UnsafeContentError(
-            f"message {i} has a role that {what}; {self.name} writes the role into the text, "
-            "so it must be a plain name without newlines or delimiters",
-            index=i,
-            offset=offset,
-            delimiter=delim,
-            format=self.name,
-        )
 
     def _unsafe(self, r: _Rendering) -> UnsafeContentError:
         rules = self._c.rules
@@ -294,13 +285,17 @@ class Format:
         >>> get_format("chatml").parse("<|im_start|>user\nHi<|im_end|>\n")
         [Message(role='user', content='Hi', complete=True)]
         """
-        if not isinstance(text, str):
-            raise TypeError(f"parse() takes a str, not {type(text).__name__}")
-        self._c  # compiles on first use
-        got = self._scanner.scan(text)
+        got = self._scan(text)
         if got is not None:
             return got
+        if not isinstance(text, str):
+            raise TypeError(f"parse() takes a str, not {type(text).__name__}")
         return self.lark.parse(text)
+
+    def _scan(self, text: str) -> list[Message] | None:
+        """Compile, then scan; compiling replaces this with the scanner's own method."""
+        self._c
+        return self.__dict__["_scan"](text)  # type: ignore[no-any-return]
 
 
 class _Rendering:
@@ -342,3 +337,11 @@ def _find_delimiter(text: str, anywhere: list[str], at_start: list[str]) -> tupl
         if best is None or offset < best[1]:
             best = (core, offset)
     return best
+
+
+def _model_roles(msgs: list[Any]) -> tuple[str, ...]:
+    """The roles of a list of Message objects; () for anything else."""
+    try:
+        return tuple([m.role for m in msgs if type(m) is Message])
+    except TypeError:  # pragma: no cover
+        return ()

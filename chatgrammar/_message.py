@@ -32,8 +32,22 @@ class Message(BaseModel):
 MessageLike = Union[Message, Mapping[str, Any]]
 
 _FIELDS = frozenset(Message.model_fields)
-_new = Message.__new__
-_set = object.__setattr__
+
+
+def _slot_setters() -> tuple[Any, ...] | None:
+    """Message.__new__ and the setters of BaseModel's four slots, if pydantic still has them."""
+    try:
+        setters = tuple(
+            BaseModel.__dict__[name].__set__
+            for name in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+        )
+    except (KeyError, AttributeError):  # pragma: no cover - a pydantic without these slots
+        return None
+    return (Message.__new__, *setters)
+
+
+# (new, set __dict__, set fields_set, set extra, set private): how the parser builds messages.
+BUILD = _slot_setters()
 
 
 def make_message(role: str, content: str, complete: bool = True) -> Message:
@@ -43,12 +57,26 @@ def make_message(role: str, content: str, complete: bool = True) -> Message:
     re-validating strings the parser produced itself, which costs as much as the
     parse on short chats.
     """
-    m = _new(Message)
-    _set(m, "__dict__", {"role": role, "content": content, "complete": complete})
-    _set(m, "__pydantic_fields_set__", _FIELDS)
-    _set(m, "__pydantic_extra__", None)
-    _set(m, "__pydantic_private__", None)
+    if BUILD is None:  # pragma: no cover
+        return Message(role=role, content=content, complete=complete)
+    new, set_dict, set_fields, set_extra, set_private = BUILD
+    m = new(Message)
+    set_dict(m, {"role": role, "content": content, "complete": complete})
+    set_fields(m, _FIELDS)
+    set_extra(m, None)
+    set_private(m, None)
     return m
+
+
+if BUILD is not None:  # check once that the shortcut builds the very same object
+    _probe = make_message("user", "x", False)
+    if _probe != Message(role="user", content="x", complete=False) or _probe.model_dump() != {
+        "role": "user",
+        "content": "x",
+        "complete": False,
+    }:  # pragma: no cover
+        BUILD = None
+    del _probe
 
 
 def read_messages(messages: Iterable[MessageLike]) -> tuple[list[str], list[str], bool]:

@@ -26,7 +26,7 @@ from ._automaton import INIT, Positions, positions
 from ._errors import GrammarError
 from ._ir import Lit, Node, Slot
 
-__all__ = ["Guard", "SlotRules", "derive_slot_rules", "guard_for", "re_escape", "slot_pattern"]
+__all__ = ["Guard", "SlotRules", "derive_slot_rules", "guard_for", "re_escape", "slot_pattern", "triggers_for"]
 
 _MAX_STOP = 256  # longest literal run followed when looking for a stop string
 
@@ -45,6 +45,7 @@ class SlotRules:
     anywhere: list[str] = field(default_factory=list)  # refused at any position
     at_end: list[str] = field(default_factory=list)  # ends the slot when followed by the end of text
     at_start: list[str] = field(default_factory=list)  # refused at the slot's first character
+    last: list[str] = field(default_factory=list)  # refused as the slot's last characters
     pattern: str = ""  # matches one or more characters
 
 
@@ -63,11 +64,16 @@ def derive_slot_rules(
             continue
         r = SlotRules()
         stops, ends = _stop_strings(pos, p, cores, origin, atom)
+        if atom.transform in ("strip", "rstrip"):
+            # Whitespace then a token: the token ends the content, and the pattern's final
+            # lookbehind gives the whitespace back. Checking every space would cost speed.
+            stops = [s for s in stops if not _whitespace_then_core(s, cores)]
         r.anywhere = list(tokens) + ["\n" + m for m in markers] + stops
         if atom.field == "role":
             r.anywhere.append("\n")
         r.at_end = ends
         r.at_start = _start_refusals(pos, preds, p, r.anywhere, tokens, markers)
+        r.last = _end_refusals(pos, p, r.anywhere)
         r.anywhere = list(dict.fromkeys(r.anywhere))
         r.pattern = slot_pattern(r, atom.transform)
         atom.pattern = r.pattern
@@ -116,6 +122,10 @@ def _stop_strings(
     return list(dict.fromkeys(stops)), list(dict.fromkeys(ends))
 
 
+def _whitespace_then_core(stop: str, cores: list[str]) -> bool:
+    return any(stop.lstrip().startswith(c) and stop != stop.lstrip() for c in cores)
+
+
 def _first_core_end(text: str, cores: list[str]) -> int | None:
     best: int | None = None
     for c in cores:
@@ -143,6 +153,38 @@ def _start_refusals(
                 if text.endswith(pat[:k]):
                     refused.append(pat[k:])
     return list(dict.fromkeys(refused))
+
+
+def _end_refusals(pos: Positions, p: int, anywhere: list[str]) -> list[str]:
+    """Endings that, with the literal text after the slot, would spell a refused string."""
+    longest = max((len(s) for s in anywhere), default=0)
+    refused: list[str] = []
+    for text in _texts_after(pos, p, longest):
+        for pat in anywhere:
+            for k in range(1, len(pat)):
+                if text.startswith(pat[k:]) or pat[k:].startswith(text) and text:
+                    refused.append(pat[:k])
+    return list(dict.fromkeys(refused))
+
+
+def _texts_after(pos: Positions, p: int, want: int) -> list[str]:
+    """The literal texts that can follow position ``p`` (their first ``want`` characters)."""
+    out: list[str] = []
+    stack: list[tuple[int, str]] = [(q, "") for q in pos.follow[p]]
+    if pos.is_last(p):
+        out.append("")
+    while stack and len(out) < 256:
+        q, acc = stack.pop()
+        atom = pos.atoms[q]
+        if not isinstance(atom, Lit):
+            out.append(acc)  # a slot follows: what it holds is checked on its own
+            continue
+        acc += atom.text
+        if len(acc) >= want or pos.is_last(q):
+            out.append(acc[:want])
+        if len(acc) < want:
+            stack.extend((r, acc) for r in pos.follow[q])
+    return out
 
 
 def _texts_before(pos: Positions, preds: list[list[int]], p: int, want: int) -> list[tuple[str, bool]]:
@@ -235,13 +277,14 @@ def slot_pattern(rules: SlotRules, transform: str | None) -> str:
 
 @dataclass
 class Guard:
-    """A cheap test that content cannot hold anything its slots refuse.
+    """A cheap test that a slot's content cannot hold anything the slot refuses.
 
     Content passes when none of ``triggers`` occurs in it and it neither starts
     with one of ``prefixes`` nor ends with one of ``suffixes``. Every refused
-    string contains one of the triggers, and the prefixes and suffixes cover the
-    pieces of refused strings that could cross a slot's edge without one, so a
-    pass is a proof; a failure only means the precise check must run.
+    string contains one of the triggers; the prefixes and suffixes are the
+    refused strings that can cross the slot's edges (given the literals around
+    it) without one. So a pass is a proof, and a failure only means that the
+    exact check must run.
     """
 
     triggers: tuple[str, ...]
@@ -258,26 +301,17 @@ class Guard:
         )
 
 
-def guard_for(all_rules: Iterable[SlotRules]) -> Guard:
-    triggers: list[str] = []
-    prefixes: list[str] = []
-    suffixes: list[str] = []
-    for r in all_rules:
-        for pat in r.at_start:  # refused only as the whole start of the content
-            triggers.append(_rarest(pat))
-        for pat in r.anywhere:
-            trig = _rarest(pat)
-            triggers.append(trig)
-            for k in range(1, len(pat)):
-                if trig not in pat[k:]:
-                    prefixes.append(pat[k:])
-                if trig not in pat[:k]:
-                    suffixes.append(pat[:k])
-    return Guard(
-        tuple(_cheapest_first(triggers)),
-        tuple(dict.fromkeys(prefixes)),
-        tuple(dict.fromkeys(suffixes)),
-    )
+def guard_for(rules: SlotRules, triggers: tuple[str, ...]) -> Guard:
+    """The guard of one slot, given the format's triggers (see ``triggers_for``)."""
+    prefixes = [s for s in rules.at_start if not any(t in s for t in triggers)]
+    suffixes = [s for s in rules.last if not any(t in s for t in triggers)]
+    return Guard(triggers, tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(suffixes)))
+
+
+def triggers_for(all_rules: Iterable[SlotRules]) -> tuple[str, ...]:
+    """One character of every string any content slot refuses: the rarest one."""
+    chars = [_rarest(pat) for r in all_rules for pat in [*r.anywhere, *r.at_start]]
+    return tuple(_cheapest_first(chars))
 
 
 def _rarest(pat: str) -> str:

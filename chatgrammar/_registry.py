@@ -18,6 +18,7 @@ __all__ = ["formats", "get_format", "grammar_dir", "normalize_name"]
 _lock = threading.Lock()
 _by_name: dict[str, Format] = {}  # normalized name, alias or model id -> format
 _canonical: dict[str, Format] = {}
+_seen: dict[str, Format] = {}  # names exactly as callers spelled them (render/parse look up on every call)
 
 
 def grammar_dir() -> Path:
@@ -86,12 +87,17 @@ def get_format(name: str | Format) -> Format:
     An unknown name raises UnknownFormatError, suggesting the closest names;
     there is never a fallback to a default format.
     """
+    fmt = _seen.get(name)  # type: ignore[arg-type]
+    if fmt is not None:
+        return fmt
     if isinstance(name, Format):
         return name
     if not isinstance(name, str):
         raise TypeError(f"a format is named by a str, not {type(name).__name__}")
     index = _load()
     fmt = index.get(normalize_name(name))
+    if fmt is not None and len(_seen) < 1024:
+        _seen[name] = fmt
     if fmt is None:
         close = difflib.get_close_matches(normalize_name(name), list(index), n=3, cutoff=0.6)
         suggestions = list(dict.fromkeys(index[c].name if c in _canonical else c for c in close))

@@ -3,9 +3,11 @@
 A conversation's *shape* is its role sequence, whether its last turn is open,
 and whether a generation prompt follows. For each shape the planner finds the
 path through the format's automaton that writes exactly those messages, and
-flattens it into literal text and slot references; that plan is compiled into
-one f-string expression (Python's fastest way to build a string) and cached, so
-rendering a known shape costs about as much as a hand-written ``str.join``.
+flattens it into literal text and slot references. That plan is compiled into
+one Python function that trims what the template trims, runs the guard on every
+content, and builds the text with one f-string (Python's fastest way to build a
+string); it is cached per shape, so rendering a known shape costs about as much
+as a hand-written ``str.join``.
 """
 
 from __future__ import annotations
@@ -14,39 +16,51 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from ._compiler import Compiled, Piece
-from ._errors import UnsupportedConversationError
+from ._compiler import ASSISTANT, Compiled, Piece
+from ._errors import UnsafeContentError, UnsupportedConversationError
 from ._ir import Gen, Lit, Msg, Slot
+from ._patterns import Guard
 
-__all__ = ["Plan", "Planner"]
+__all__ = ["Plan", "Planner", "TRANSFORMS"]
 
-_CODEGEN_LIMIT = 256  # longer conversations are joined piece by piece instead of compiled
+_CODEGEN_LIMIT = 256  # longer conversations are written piece by piece instead of compiled
 _CACHE_LIMIT = 4096
 TRANSFORMS: dict[str, Callable[[str], str]] = {"strip": str.strip, "lstrip": str.lstrip, "rstrip": str.rstrip}
 
 Key = tuple[tuple[str, ...], bool, bool]
+Build = Callable[[list[str], list[str]], str]
 
 
 @dataclass
 class Plan:
-    """How to write one conversation shape."""
+    """How to write one conversation shape.
+
+    ``fast(messages)`` reads plain dicts (``fast_models`` Message objects) and
+    trims, checks and writes in one go; it returns None when anything is unusual
+    (a guard trips, a content is not a string, a Message is open) and the caller
+    takes the general path. ``build`` writes roles and contents already read and
+    trimmed.
+    """
 
     pieces: list[Piece]  # literals and ("c"|"r", i) / ("?", i, pieces) references
     transforms: tuple[tuple[int, Callable[[str], str]], ...]
     contents: tuple[int, ...]  # message indices whose content is written
     slots: tuple[Slot, ...]  # the content slot each of those is written into
-    roles: tuple[int, ...]  # message indices whose role is written (ROLE slots)
     open_check: Callable[[str], object] | None  # fullmatch of the open last turn's content
-    build: Callable[[list[str], list[str]], str]
+    fast: Callable[[list[Any]], str | None]
+    fast_models: Callable[[list[Any]], str | None]
+    build: Build
 
 
 class Planner:
-    def __init__(self, compiled: Compiled) -> None:
+    def __init__(self, compiled: Compiled, cache: dict[Key, Plan] | None = None) -> None:
         self.c = compiled
-        self.cache: dict[Key, Plan] = {}
+        self.cache: dict[Key, Plan] = {} if cache is None else cache
         self.roles = sorted({s.role for s in compiled.shapes.values() if s.role is not None})
         self.generic = any(s.role is None for s in compiled.shapes.values())
+        self.role_match = re.compile(compiled.role_pattern).fullmatch if compiled.role_pattern else None
 
     def plan(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
         key = (tuple(roles), open_last, gen)
@@ -61,11 +75,11 @@ class Planner:
 
     def _make(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
         steps = self._path(roles, open_last, gen)
+        c = self.c
         pieces: list[Piece] = []
         transforms: list[tuple[int, Callable[[str], str]]] = []
         contents: list[int] = []
         slots: list[Slot] = []
-        role_slots: list[int] = []
         open_check = None
         for step in steps:
             if step[0] == "lit":
@@ -73,13 +87,10 @@ class Planner:
             elif step[0] == "gen":
                 # The prompt is fixed text, or a message rule's head written for the
                 # entry the caller appends after the messages: ("assistant", "").
-                if self.c.gen_rule is not None:
-                    shape = self.c.shapes[self.c.gen_rule]
-                    pieces += _bind(shape.head_pieces, len(roles))
-                    if shape.role_slot is not None:
-                        role_slots.append(len(roles))
+                if c.gen_rule is not None:
+                    pieces += _bind(c.shapes[c.gen_rule].head_pieces, len(roles))
                 else:
-                    pieces.append(self.c.gen_text or "")
+                    pieces.append(c.gen_text or "")
             else:
                 _, shape, i, is_open = step
                 pieces += _bind(shape.open_pieces if is_open else shape.pieces, i)
@@ -88,12 +99,37 @@ class Planner:
                 contents.append(i)
                 slots.append(shape.content)
                 if shape.role_slot is not None:
-                    role_slots.append(i)
+                    self._check_role(i, roles[i])
                 if is_open:
                     open_check = re.compile(shape.content.pattern).fullmatch
         merged = _merge(pieces)
-        build = _compile(merged) if len(roles) <= _CODEGEN_LIMIT else _interpret(merged)
-        return Plan(merged, tuple(transforms), tuple(contents), tuple(slots), tuple(role_slots), open_check, build)
+        guards = dict(zip(contents, (c.guards[id(s)] for s in slots)))
+        if len(roles) <= _CODEGEN_LIMIT and not open_last:
+            fast, fast_models, build = _compile(merged, dict(transforms), guards, len(roles))
+        else:  # long conversations, and open turns (which need the open-turn check), take the general path
+            build = _interpret(merged)
+            fast = fast_models = _decline
+        return Plan(merged, tuple(transforms), tuple(contents), tuple(slots), open_check, fast, fast_models, build)
+
+    def _check_role(self, i: int, role: str) -> None:
+        """A role written into the text must not change the structure around it."""
+        if role and self.role_match is not None and self.role_match(role):
+            return
+        found = None
+        for d in self.c.rules[id(_role_slot(self.c))].anywhere:
+            k = role.find(d)
+            if k != -1 and (found is None or k < found[1]):
+                found = (d.strip() or d, k + max(d.find(d.strip()), 0))
+        delim, offset = found if found else ("", 0)
+        what = f"contains {delim!r} at offset {offset}" if found else "is empty"
+        raise UnsafeContentError(
+            f"message {i} has a role that {what}; {self.c.name} writes the role into the text, "
+            "so it must be a plain name without newlines or delimiters",
+            index=i,
+            offset=offset,
+            delimiter=delim,
+            format=self.c.name,
+        )
 
     def _path(self, roles: list[str], open_last: bool, gen: bool) -> list[tuple]:
         """The steps that write ``roles`` (then the generation prompt when ``gen``)."""
@@ -132,17 +168,18 @@ class Planner:
                 if nxt not in parent:
                     parent[nxt] = (node, step)
                     queue.append(nxt)
-        raise self._failure(roles, open_last, gen, parent)
+        raise self._failure(roles, gen, parent)
 
-    def _failure(self, roles: list[str], open_last: bool, gen: bool, seen: dict[tuple, tuple | None]) -> UnsupportedConversationError:
+    def _failure(self, roles: list[str], gen: bool, seen: dict[tuple, tuple | None]) -> UnsupportedConversationError:
         c = self.c
         name = c.name
         header = c.spec.header
         reached = max(i for (_, i, _, _) in seen)
-        nodes = [nd for nd in seen if nd[1] == reached and not nd[3]]
         expected: list[str] = []
         can_end = False
-        for state, _, g, _ in nodes:
+        for state, i, g, closed in seen:
+            if i != reached or closed:
+                continue
             can_end = can_end or c.dfa.accepting[state]
             for t in c.dfa.transitions[state]:
                 if isinstance(t.atom, Msg) and not g:
@@ -157,7 +194,7 @@ class Planner:
                 known = ", ".join(repr(r) for r in self.roles)
                 reason = header.get("role-error") or f"{name} has no {role!r} role"
                 return UnsupportedConversationError(
-                    f"{reason}: message {reached} has role {role!r} (the roles of {name}: {known})",
+                    f"{reason} (message {reached} is {role!r}; the roles of {name}: {known})",
                     index=reached,
                     format=name,
                 )
@@ -170,10 +207,9 @@ class Planner:
             text = f"{reason} ({where}; message {reached} is {role!r})" if reason else f"{where}, not {role!r} (message {reached})"
             return UnsupportedConversationError(text, index=reached, format=name)
         if gen and can_end:
-            after = f"after a {roles[-1]!r} message" if roles else "for an empty conversation"
+            after = f"after message {n - 1} ({roles[-1]!r})" if roles else "for an empty conversation"
             return UnsupportedConversationError(
-                f"{name} has no generation prompt {after}: the model's template cannot start an "
-                "assistant turn there",
+                f"{name} has no generation prompt {after}: its template writes none there",
                 index=n - 1 if n else None,
                 format=name,
             )
@@ -185,6 +221,10 @@ class Planner:
         if header.get("order-error"):
             text = f"{header['order-error']} ({text})"
         return UnsupportedConversationError(text, index=n - 1 if n else None, format=name)
+
+
+def _role_slot(c: Compiled) -> Slot:
+    return next(s.role_slot for s in c.shapes.values() if s.role_slot is not None)
 
 
 def _steps(parent: dict[tuple, tuple | None], node: tuple) -> list[tuple]:
@@ -229,31 +269,81 @@ def _fstring_text(s: str) -> str:
     return escaped.replace("{", "{{").replace("}", "}}")
 
 
-def _expr(p: Piece, literals: list[str]) -> str:
-    kind = p[0]
-    if kind == "c":
-        return f"C[{p[1]}]"
-    if kind == "r":
-        return f"R[{p[1]}]"
-    parts: list[str] = []
-    for q in p[2]:
-        if isinstance(q, str):
-            literals.append(q)
-            parts.append(f"L[{len(literals) - 1}]")
-        else:
-            parts.append(_expr(q, literals))
-    return f"(({' + '.join(parts)}) if C[{p[1]}] else E)"
+class _Source:
+    """Constants the generated functions refer to by index (never by their text)."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def ref(self, value: object) -> str:
+        for k, v in enumerate(self.values):
+            if v is value or (type(v) is type(value) and v == value):
+                return f"K[{k}]"
+        self.values.append(value)
+        return f"K[{len(self.values) - 1}]"
 
 
-def _compile(pieces: list[Piece]) -> Callable[[list[str], list[str]], str]:
-    literals: list[str] = []
-    body = "".join(_fstring_text(p) if isinstance(p, str) else "{" + _expr(p, literals) + "}" for p in pieces)
-    namespace: dict[str, object] = {}
-    exec(f"def build(R, C, L=L, E=''):\n    return f'{body}'\n", {"L": tuple(literals)}, namespace)
-    return namespace["build"]  # type: ignore[return-value]
+def _fstring(pieces: list[Piece], k: _Source, content: Callable[[int], str], role: Callable[[int], str]) -> str:
+    def expr(p: Piece) -> str:
+        if p[0] == "c":
+            return content(p[1])
+        if p[0] == "r":
+            return role(p[1])
+        parts = [k.ref(q) if isinstance(q, str) else expr(q) for q in p[2]]
+        return f"(({' + '.join(parts)}) if {content(p[1])} else E)"
+
+    return "".join(_fstring_text(p) if isinstance(p, str) else "{" + expr(p) + "}" for p in pieces)
 
 
-def _interpret(pieces: list[Piece]) -> Callable[[list[str], list[str]], str]:
+def _compile(
+    pieces: list[Piece], transforms: dict[int, Callable[[str], str]], guards: dict[int, Guard], n: int
+) -> tuple[Callable[[list[Any]], str | None], Callable[[list[Any]], str | None], Build]:
+    """Generate ``fast`` (from dicts), ``fast_models`` (from Message objects) and ``build``.
+
+    Message ``n``, when referenced, is the ("assistant", "") entry a generation
+    prompt written from a message rule is written for: a constant, not a read.
+    """
+    k = _Source()
+
+    def fast(read: Callable[[int, str], str], name: str, complete: str) -> list[str]:
+        lines = [f"def {name}(M, K=K, E=''):"]
+        if complete and n:
+            lines.append(f"    if not ({' and '.join(complete.format(i) for i in range(n))}):\n        return None")
+        for i in sorted(guards):
+            lines.append(f"    c{i} = {read(i, 'content')}" if i < n else f"    c{i} = ''")
+        # Contents that are not strings go to the general path, which says what is wrong.
+        types = " or ".join(f"type(c{i}) is not str" for i in sorted(guards) if i < n)
+        if types:
+            lines.append(f"    if {types}:\n        return None")
+        for i in sorted(guards):
+            if transforms.get(i):
+                lines.append(f"    c{i} = {k.ref(transforms[i])}(c{i})")
+        checks: list[str] = []
+        for i, g in sorted(guards.items()):
+            checks += [f"{k.ref(t)} in c{i}" for t in g.triggers]
+            if g.prefixes:
+                checks.append(f"c{i}.startswith({k.ref(g.prefixes)})")
+            if g.suffixes:
+                checks.append(f"c{i}.endswith({k.ref(g.suffixes)})")
+        if checks:
+            lines.append(f"    if {' or '.join(checks)}:\n        return None")
+        role = lambda i: read(i, "role") if i < n else k.ref(ASSISTANT)  # noqa: E731
+        lines.append(f"    return f'{_fstring(pieces, k, lambda i: f'c{i}', role)}'")
+        return lines
+
+    source = fast(lambda i, field: f'M[{i}]["{field}"]', "fast", "")
+    source += fast(lambda i, field: f"M[{i}].{field}", "fast_models", "M[{}].complete")
+    source.append(f"def build(R, C, K=K, E=''):\n    return f'{_fstring(pieces, k, lambda i: f'C[{i}]', lambda i: f'R[{i}]')}'")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(source) + "\n", {"K": tuple(k.values)}, namespace)
+    return namespace["fast"], namespace["fast_models"], namespace["build"]
+
+
+def _decline(messages: list[Any]) -> None:
+    return None
+
+
+def _interpret(pieces: list[Piece]) -> Build:
     def build(R: list[str], C: list[str]) -> str:
         out: list[str] = []
         _write(pieces, R, C, out)
