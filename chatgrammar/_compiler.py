@@ -81,6 +81,8 @@ def compile_spec(spec: GrammarSpec) -> Compiled:
     tokens = [t.strip() or t for t in spec.terminal_texts("tokens")]
     markers = [m.strip() or m for m in spec.terminal_texts("markers")]
     _check_top(spec.start, origin)
+    for msg in _messages(spec.start):
+        _check_message(msg, origin)
     gen_text, gen_rule = _generation(spec.start, origin)
     rules = derive_slot_rules(spec.start, tokens, markers, origin)
     _merge_occurrences(spec.start, rules)
@@ -222,7 +224,8 @@ def _content_slot(msg: Msg, origin: str) -> Slot:
     return contents[0]
 
 
-def _shape(msg: Msg, origin: str) -> Shape:
+def _check_message(msg: Msg, origin: str) -> None:
+    """A message rule: one content slot, a ROLE slot iff its name is no role, no choices."""
     rule = msg.rule
     content = _content_slot(msg, origin)
     roles = [s for s in walk(msg.body) if isinstance(s, Slot) and s.field == "role"]
@@ -245,10 +248,15 @@ def _shape(msg: Msg, origin: str) -> Shape:
             )
     if not _writes_text(msg.body):
         raise GrammarError(f"message rule {rule!r} can be empty; a message needs a literal", source=origin)
+
+
+def _shape(msg: Msg, origin: str) -> Shape:
+    content = _content_slot(msg, origin)
+    roles = [s for s in walk(msg.body) if isinstance(s, Slot) and s.field == "role"]
     open_body = _cut(msg.body, content, keep=True) or Seq(())
     head_body = _cut(msg.body, content, keep=False) or Seq(())
     return Shape(
-        rule=rule,
+        rule=msg.rule,
         role=msg.role,
         body=msg.body,
         content=content,

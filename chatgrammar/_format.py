@@ -96,6 +96,16 @@ class Format:
         return "".join(p if isinstance(p, str) else ASSISTANT for p in pieces)
 
     @property
+    def tokens(self) -> list[str]:
+        """The special tokens the format writes: refused anywhere in content."""
+        return list(self._c.tokens)
+
+    @property
+    def markers(self) -> list[str]:
+        """Plain-text markers (``### Response:``): refused at the start of a line in content."""
+        return list(self._c.markers)
+
+    @property
     def delimiters(self) -> list[str]:
         """The special tokens and line-start markers refused inside content."""
         c = self._c
@@ -223,6 +233,7 @@ class Format:
                 f"{self.name} has no generation prompt", index=len(roles) - 1 if roles else None, format=self.name
             )
         plan = self._planner.plan(roles, open_last, gen)
+        given = list(contents)
         for i, fn in plan.transforms:
             contents[i] = fn(contents[i])
         if open_last and not contents[-1]:  # only whitespace, which the template trims away
@@ -231,7 +242,7 @@ class Format:
         if gen:  # what a generation prompt written from a message rule is written for
             roles.append(ASSISTANT)
             contents.append("")
-        return _Rendering(plan, roles, contents, n, open_last, gen and c.gen_text != "")
+        return _Rendering(plan, roles, contents, n, open_last, gen and c.gen_text != "", given)
 
     def _checked(self, r: _Rendering) -> str:
         plan, contents = r.plan, r.contents
@@ -251,6 +262,7 @@ class Format:
             found = _find_delimiter(r.contents[i], rule.anywhere, rule.at_start)
             if found:
                 delim, offset = found
+                offset += r.given[i].find(r.contents[i]) if r.contents[i] else 0  # back to the caller's text
                 return UnsafeContentError(
                     f"message {i} ({r.roles[i]!r}) contains {delim!r} at offset {offset}, which is a "
                     f"delimiter of {self.name}: the model would read a different conversation. "
@@ -266,7 +278,7 @@ class Format:
             "after it, so the prompt would not read back as the same conversation. Change the end "
             "of the message, or pass on_unsafe='allow' to render it anyway.",
             index=i,
-            offset=len(r.contents[i]),
+            offset=len(r.given[i]),
             delimiter="",
             format=self.name,
         )
@@ -301,9 +313,19 @@ class Format:
 class _Rendering:
     """A conversation ready to write: its plan, roles and (trimmed) contents."""
 
-    __slots__ = ("plan", "roles", "contents", "n", "open_last", "gen_marker")
+    __slots__ = ("plan", "roles", "contents", "n", "open_last", "gen_marker", "given")
 
-    def __init__(self, plan: Plan, roles: list[str], contents: list[str], n: int, open_last: bool, gen_marker: bool):
+    def __init__(
+        self,
+        plan: Plan,
+        roles: list[str],
+        contents: list[str],
+        n: int,
+        open_last: bool,
+        gen_marker: bool,
+        given: list[str],
+    ) -> None:
+        self.given = given  # the contents as the caller gave them, before trimming
         self.plan = plan
         self.roles = roles
         self.contents = contents
@@ -323,20 +345,22 @@ class _Rendering:
 
 
 def _find_delimiter(text: str, anywhere: list[str], at_start: list[str]) -> tuple[str, int] | None:
-    """The first refused string in ``text``, shown as its delimiter, and its offset."""
-    best: tuple[str, int] | None = None
+    """The first refused string in ``text``: its delimiter (the string without the
+    whitespace around it) and that delimiter's offset."""
+    found: list[tuple[int, str]] = []
     for d in at_start:
         if text.startswith(d):
-            best = (d.strip() or d, 0)
+            core = d.strip() or d
+            found.append((d.find(core), core))
     for d in anywhere:
         k = text.find(d)
-        if k == -1:
-            continue
-        core = d.strip() or d
-        offset = k + d.find(core)
-        if best is None or offset < best[1]:
-            best = (core, offset)
-    return best
+        if k != -1:
+            core = d.strip() or d
+            found.append((k + d.find(core), core))
+    if not found:
+        return None
+    offset, core = min(found)
+    return core, offset
 
 
 def _model_roles(msgs: list[Any]) -> tuple[str, ...]:

@@ -124,7 +124,11 @@ def load_grammar(source: str, *, origin: str, import_paths: Sequence[str]) -> Gr
     except UnexpectedInput as e:
         raise GrammarError(f"not valid Lark syntax: {_first_line(e)}", source=origin, line=e.line) from None
     except (LarkGrammarError, OSError) as e:
-        raise GrammarError(str(e), source=origin, line=_line_of_name(source, str(e))) from None
+        text = str(e)
+        at = re.search(r"at line (\d+) column (\d+)", text)
+        if at:  # Lark could not read the grammar itself
+            raise GrammarError(f"not valid Lark syntax: {_first_line(e)}", source=origin, line=int(at.group(1))) from None
+        raise GrammarError(text, source=origin, line=_line_of_name(source, text)) from None
     return _Builder(builder._definitions, header, source, origin).build()
 
 

@@ -31,7 +31,6 @@ class Message(BaseModel):
 
 MessageLike = Union[Message, Mapping[str, Any]]
 
-_FIELDS = frozenset(Message.model_fields)
 
 
 def _slot_setters() -> tuple[Any, ...] | None:
@@ -62,21 +61,31 @@ def make_message(role: str, content: str, complete: bool = True) -> Message:
     new, set_dict, set_fields, set_extra, set_private = BUILD
     m = new(Message)
     set_dict(m, {"role": role, "content": content, "complete": complete})
-    set_fields(m, _FIELDS)
+    # What Message(role=..., content=...) records as set: "complete" only when given.
+    set_fields(m, {"role", "content"} if complete else {"role", "content", "complete"})
     set_extra(m, None)
     set_private(m, None)
     return m
 
 
-if BUILD is not None:  # check once that the shortcut builds the very same object
-    _probe = make_message("user", "x", False)
-    if _probe != Message(role="user", content="x", complete=False) or _probe.model_dump() != {
-        "role": "user",
-        "content": "x",
-        "complete": False,
-    }:  # pragma: no cover
-        BUILD = None
-    del _probe
+_FIELDS = frozenset(Message.model_fields)
+
+
+def _same_as_validated(role: str, content: str, complete: bool) -> bool:
+    made = make_message(role, content, complete)
+    kwargs = {} if complete else {"complete": False}
+    real = Message(role=role, content=content, **kwargs)
+    return (
+        made == real
+        and made.model_dump() == real.model_dump()
+        and made.model_dump(exclude_unset=True) == real.model_dump(exclude_unset=True)
+        and made.model_copy(update={"content": "y"}) == real.model_copy(update={"content": "y"})
+    )
+
+
+# Check once that the shortcut builds the very same object; if not, build the slow way.
+if BUILD is not None and not (_same_as_validated("user", "x", True) and _same_as_validated("user", "x", False)):
+    BUILD = None  # pragma: no cover
 
 
 def read_messages(messages: Iterable[MessageLike]) -> tuple[list[str], list[str], bool]:

@@ -99,7 +99,7 @@ def get_format(name: str | Format) -> Format:
     if fmt is not None and len(_seen) < 1024:
         _seen[name] = fmt
     if fmt is None:
-        close = difflib.get_close_matches(normalize_name(name), list(index), n=3, cutoff=0.6)
-        suggestions = list(dict.fromkeys(index[c].name if c in _canonical else c for c in close))
+        close = difflib.get_close_matches(normalize_name(name), list(index), n=6, cutoff=0.6)
+        suggestions = list(dict.fromkeys(index[c].name for c in close))[:3]
         raise UnknownFormatError(name, suggestions)
     return fmt

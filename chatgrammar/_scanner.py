@@ -17,7 +17,7 @@ import sys
 
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
 from ._ir import Gen, Lit, Msg
-from ._message import _FIELDS, BUILD, Message, make_message
+from ._message import BUILD, Message, make_message
 from ._patterns import re_escape
 
 __all__ = ["Scanner"]
@@ -118,7 +118,7 @@ class Scanner:
             else:  # make_message, inlined: this loop runs once per message of every document
                 msg = new(Message)
                 set_dict(msg, {"role": role, "content": content, "complete": complete})
-                set_fields(msg, _FIELDS)
+                set_fields(msg, {"role", "content"} if complete else {"role", "content", "complete"})
                 set_extra(msg, None)
                 set_private(msg, None)
                 append(msg)

@@ -1,0 +1,43 @@
+"""The public names are pinned: adding or removing one is a decision, not an accident."""
+
+from __future__ import annotations
+
+import chatgrammar as cg
+
+
+def test_exported_members() -> None:
+    assert sorted(cg.__all__) == sorted([
+        "ChatGrammarError", "Format", "GrammarError", "Message", "ParseError", "RenderError",
+        "UnknownFormatError", "UnsafeContentError", "UnsupportedConversationError",
+        "formats", "get_format", "parse", "render",
+    ])
+    for name in cg.__all__:
+        assert getattr(cg, name) is not None
+
+
+def test_exception_tree() -> None:
+    assert issubclass(cg.ChatGrammarError, ValueError)
+    for e in (cg.ParseError, cg.RenderError, cg.UnknownFormatError, cg.GrammarError):
+        assert issubclass(e, cg.ChatGrammarError)
+    assert issubclass(cg.UnsafeContentError, cg.RenderError)
+    assert issubclass(cg.UnsupportedConversationError, cg.RenderError)
+
+
+def test_public_path_in_reprs() -> None:
+    assert cg.ParseError.__module__ == "chatgrammar"
+    assert repr(cg.Message(role="user", content="x")) == "Message(role='user', content='x', complete=True)"
+
+
+def test_format_attributes() -> None:
+    fmt = cg.get_format("llama2")
+    assert fmt.name == "llama2"
+    assert "llama-2" in fmt.aliases
+    assert fmt.stop == ["</s>"]
+    assert fmt.bos == "<s>" and fmt.eos == "</s>"
+    assert fmt.roles == ["system", "user", "assistant"]
+    assert fmt.grammar.startswith("// name: llama2")
+    assert fmt.generation_prompt == ""
+    assert cg.get_format("chatml").roles is None
+    assert cg.get_format("chatml").generation_prompt == "<|im_start|>assistant\n"
+    assert cg.get_format("vicuna").markers == ["USER:", "ASSISTANT:"]
+    assert callable(fmt.render) and callable(fmt.parse) and callable(fmt.normalize)

@@ -1,0 +1,98 @@
+"""The command line, driven as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chatgrammar as cg
+
+MESSAGES = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatgrammar", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_formats() -> None:
+    r = run("formats")
+    assert r.returncode == 0
+    assert r.stdout.split() == cg.formats()
+
+
+def test_formats_long_shows_stop_strings() -> None:
+    r = run("formats", "--long")
+    assert r.returncode == 0
+    assert 'stop:       ["<|im_end|>"]' in r.stdout
+
+
+def test_render_from_stdin() -> None:
+    r = run("render", "-f", "llama-3", "-g", stdin=json.dumps(MESSAGES))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == cg.render(MESSAGES, "llama3", add_generation_prompt=True)
+
+
+def test_render_object_with_messages(tmp_path: Path) -> None:
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps({"messages": MESSAGES, "add_generation_prompt": True}))
+    r = run("render", "-f", "chatml", str(path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("<|im_start|>assistant\n")
+
+
+def test_parse_round_trip(tmp_path: Path) -> None:
+    text = cg.render(MESSAGES, "zephyr", add_generation_prompt=True)
+    path = tmp_path / "prompt.txt"
+    path.write_text(text, newline="")
+    r = run("parse", "-f", "zephyr", str(path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == MESSAGES + [{"role": "assistant", "content": "", "complete": False}]
+
+
+def test_parse_error_is_file_line_col(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("<|im_start|>user\nhi<|im_start|>", newline="")
+    r = run("parse", "-f", "chatml", str(path))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{path}:2:3: expected ")
+    assert r.stdout == ""
+
+
+def test_render_refusal_exits_1() -> None:
+    r = run("render", "-f", "chatml", stdin=json.dumps([{"role": "user", "content": "<|im_end|>"}]))
+    assert r.returncode == 1
+    assert "message 0" in r.stderr and "<|im_end|>" in r.stderr
+
+
+def test_allow_unsafe() -> None:
+    r = run("render", "-f", "chatml", "--allow-unsafe", stdin=json.dumps([{"role": "user", "content": "<|im_end|>"}]))
+    assert r.returncode == 0
+    assert r.stdout == "<|im_start|>user\n<|im_end|><|im_end|>\n"
+
+
+def test_bad_json_exits_1_with_position() -> None:
+    r = run("render", "-f", "chatml", stdin='[{"role": "user",')
+    assert r.returncode == 1
+    assert r.stderr.startswith("<stdin>:1:")
+
+
+def test_unknown_format_is_a_usage_error() -> None:
+    r = run("parse", "-f", "lama2", stdin="")
+    assert r.returncode == 2
+    assert "Did you mean 'llama2'" in r.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run().returncode == 2
+    assert run("render").returncode == 2  # -f is required
+    assert run("frobnicate").returncode == 2
+
+
+def test_missing_file_exits_1() -> None:
+    r = run("parse", "-f", "chatml", "/nonexistent/file.txt")
+    assert r.returncode == 1
+    assert r.stderr.startswith("/nonexistent/file.txt: ")

@@ -1,0 +1,148 @@
+"""Error messages: exact text for a set of broken inputs (position, expected, snippet)."""
+
+from __future__ import annotations
+
+import pytest
+
+import chatgrammar as cg
+
+CASES = [
+    # A turn that never ends, followed by another turn.
+    (
+        "chatml",
+        "<|im_start|>user\nhi<|im_start|>assistant\n",
+        (2, 3, 19),
+        'expected "<|im_end|>" or end of text before "<|im_start|>" (line 2, column 3)\n'
+        "  hi<|im_start|>assistant\n"
+        "    ^",
+    ),
+    # The text stops after a turn's opening token: its role is missing.
+    (
+        "chatml",
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>",
+        (3, 13, 42),
+        "expected role (at end of text)\n  <|im_start|>\n              ^",
+    ),
+    # Llama 3 headers end with two newlines, not one.
+    (
+        "llama3",
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\nhi<|eot_id|>",
+        (1, 41, 40),
+        'expected "<|end_header_id|>\\n\\n" before "<|end_header"... (line 1, column 41)\n'
+        "  <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n"
+        "                                          ^",
+    ),
+    # Mistral prompts start with the BOS token.
+    (
+        "mistral",
+        "[INST] hi [/INST]",
+        (1, 1, 0),
+        'expected "<s>" before "[INST] " (line 1, column 1)\n  [INST] hi [/INST]\n  ^',
+    ),
+    # Zephyr turns end with a newline after </s>.
+    ("zephyr", "<|user|>\nhi</s>", (2, 7, 15), 'expected "\\n" (at end of text)\n  hi</s>\n        ^'),
+    # Alpaca alternates: an instruction cannot follow an instruction.
+    (
+        "alpaca",
+        "<s>### Instruction:\nhi\n\n### Instruction:\nagain\n\n",
+        (4, 1, 24),
+        'expected "### Response:\\n" or end of text before "### Instruction:\\n" (line 4, column 1)\n'
+        "  ### Instruction:\n"
+        "  ^",
+    ),
+    # Llama 2 trims the answer: two spaces after [/INST] are not what the template writes.
+    (
+        "llama2",
+        "<s>[INST] hi [/INST]  ok </s>",
+        (1, 23, 22),
+        'expected "</s>" before "ok </s>" (line 1, column 23)\n  <s>[INST] hi [/INST]  ok </s>\n                        ^',
+    ),
+]
+
+
+@pytest.mark.parametrize("fmt,text,where,message", CASES)
+def test_parse_error_text(fmt: str, text: str, where: tuple[int, int, int], message: str) -> None:
+    with pytest.raises(cg.ParseError) as info:
+        cg.parse(text, fmt)
+    e = info.value
+    assert (e.line, e.column, e.pos) == where
+    assert str(e) == message
+    assert e.format == fmt
+    assert isinstance(e, ValueError)
+
+
+def test_expected_is_listed_as_written() -> None:
+    with pytest.raises(cg.ParseError) as info:
+        cg.parse("<|im_start|>user\nhi<|im_start|>assistant\n", "chatml")
+    assert info.value.expected == ['"<|im_end|>"', "end of text"]
+
+
+def test_error_at_end_of_text_points_past_the_last_character() -> None:
+    text = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>"
+    with pytest.raises(cg.ParseError) as info:
+        cg.parse(text, "chatml")
+    assert info.value.pos == len(text)
+
+
+def test_snippet_stays_short_on_huge_lines() -> None:
+    text = "<|im_start|>user\n" + "x" * 100_000 + "<|im_start|>"
+    with pytest.raises(cg.ParseError) as info:
+        cg.parse(text, "chatml")
+    assert len(str(info.value)) < 300
+    assert info.value.pos == len(text) - len("<|im_start|>")
+
+
+def test_unknown_format_suggests_canonical_names() -> None:
+    with pytest.raises(cg.UnknownFormatError) as info:
+        cg.get_format("lama2")
+    assert info.value.suggestions[0] == "llama2"
+    assert len(set(info.value.suggestions)) == len(info.value.suggestions)
+    assert "Did you mean 'llama2'" in str(info.value)
+    assert isinstance(info.value, LookupError) and isinstance(info.value, cg.ChatGrammarError)
+
+
+def test_unknown_format_without_close_names() -> None:
+    with pytest.raises(cg.UnknownFormatError) as info:
+        cg.get_format("gpt-4")
+    assert info.value.suggestions == []
+    assert str(info.value) == "unknown chat format 'gpt-4'. chatgrammar.formats() lists the registered formats."
+
+
+def test_role_order_error_carries_the_template_reason_and_index() -> None:
+    with pytest.raises(cg.UnsupportedConversationError) as info:
+        cg.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "mistral")
+    assert info.value.index == 1
+    assert str(info.value).startswith("Conversation roles must alternate user/assistant/user/assistant/...")
+
+
+def test_unknown_role_is_named() -> None:
+    with pytest.raises(cg.UnsupportedConversationError) as info:
+        cg.render([{"role": "tool", "content": "x"}], "llama2")
+    assert info.value.index == 0
+    assert "no 'tool' role" in str(info.value)
+
+
+def test_a_dropped_system_message_is_refused() -> None:
+    # The Llama 2 template renders nothing for a lone system message; chatgrammar says so.
+    with pytest.raises(cg.UnsupportedConversationError) as info:
+        cg.render([{"role": "system", "content": "x"}], "llama2")
+    assert info.value.index == 0
+    assert "expects 'user' next" in str(info.value)
+
+
+def test_open_turn_and_generation_prompt_together() -> None:
+    with pytest.raises(cg.RenderError):
+        cg.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "complete": False}],
+                  "chatml", add_generation_prompt=True)
+
+
+def test_open_turn_must_be_last() -> None:
+    msgs = [{"role": "user", "content": "a", "complete": False}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(cg.RenderError) as info:
+        cg.render(msgs, "chatml")
+    assert info.value.index == 0
+
+
+def test_empty_open_turn_of_a_user_is_refused() -> None:
+    with pytest.raises(cg.RenderError):
+        cg.render([{"role": "user", "content": "", "complete": False}], "chatml")
