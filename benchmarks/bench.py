@@ -31,10 +31,38 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT.parent / "shared" / "templates"
 sys.path.insert(0, str(TEMPLATES))
 
-WORDS = (
-    "the model reads a prompt and writes tokens while users wait for an answer about data code "
-    "tests grammar parser render stream format quick brown fox jumps over lazy dog"
-).split()
+WORDS = [
+    "the",
+    "model",
+    "reads",
+    "a",
+    "prompt",
+    "and",
+    "writes",
+    "tokens",
+    "while",
+    "users",
+    "wait",
+    "for",
+    "an",
+    "answer",
+    "about",
+    "data",
+    "code",
+    "tests",
+    "grammar",
+    "parser",
+    "render",
+    "stream",
+    "format",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+]
 
 Msgs = list[dict[str, str]]
 
@@ -140,7 +168,7 @@ def paired(ours: Callable[[], Any], theirs: Callable[[], Any], repeat: int) -> t
     for _ in range(repeat):
         a.append(t_ours.timeit(n_ours) / n_ours)
         b.append(t_theirs.timeit(n_theirs) / n_theirs)
-    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in zip(a, b))
+    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def jinja_renderer(fmt: cg.Format) -> Callable[[Msgs, bool], str] | None:
@@ -170,8 +198,10 @@ def main() -> None:
 
     print(f"chatgrammar {cg.__version__} on Python {platform.python_version()} ({platform.machine()})")
     print("times are per chat; ratio = chatgrammar / baseline (render) or chatgrammar MB/s / baseline MB/s (parse)\n")
-    print(f"{'format':8} {'chat':5} | {'render':>8} {'join':>8} {'x join':>6} {'jinja2':>8} {'jinja/cg':>8} |"
-          f" {'parse':>9} {'regex':>9} {'cg/regex':>8} {'lark':>9}")
+    print(
+        f"{'format':8} {'chat':5} | {'render':>8} {'join':>8} {'x join':>6} {'jinja2':>8} {'jinja/cg':>8} |"
+        f" {'parse':>9} {'regex':>9} {'cg/regex':>8} {'lark':>9}"
+    )
     worst_render, worst_parse = 0.0, float("inf")
     for name in args.formats.split(","):
         fmt = cg.get_format(name)
@@ -184,6 +214,7 @@ def main() -> None:
                 continue
             texts = [fmt.render(c, add_generation_prompt=True) for c in convs]
             nbytes = sum(len(t.encode()) for t in texts) / len(texts)
+
             def ours() -> Any:
                 return [fmt.render(c, add_generation_prompt=True) for c in convs]
 

@@ -53,7 +53,9 @@ def positions(root: Node, is_atom: Callable[[Node], bool]) -> Positions:
             p = len(atoms) - 1
             return False, [p], [p]
         if isinstance(n, Seq):
-            nullable, first, last = True, [], []
+            nullable = True
+            first: list[int] = []
+            last: list[int] = []
             for item in n.items:
                 n2, f2, l2 = go(item)
                 add_follow(last, f2)

@@ -7,7 +7,7 @@ each derives its own machinery from it (``_render``, ``_scanner``, ``_larkparser
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any
 
 from ._automaton import Dfa, positions
 from ._errors import GrammarError
@@ -19,6 +19,7 @@ __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "
 
 ASSISTANT = "assistant"  # the role the generation prompt opens
 
+
 @dataclass(frozen=True)
 class SlotPart:
     """A slot inside a message's regex: a capture group the scanner makes atomic."""
@@ -28,11 +29,11 @@ class SlotPart:
     optional: bool  # the slot alone is optional: absent only when nothing matches
 
 
-RegexPart = Union[str, SlotPart]
+RegexPart = str | SlotPart
 
 # A render piece: literal text, ("c", slot) content, ("r", slot) role,
 # or ("?", slot, pieces): pieces written only when the slot's content is not empty.
-Piece = Union[str, tuple]
+Piece = str | tuple[Any, ...]
 
 
 @dataclass
@@ -195,7 +196,7 @@ def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
     A rule used in several places is one message shape; its slots must read the
     same text wherever it stands. ROLE slots share one pattern across the format.
     """
-    groups: dict[tuple, list[Slot]] = {}
+    groups: dict[tuple[str, ...] | tuple[str, int], list[Slot]] = {}
     for msg in _messages(start):
         for k, slot in enumerate(s for s in walk(msg.body) if isinstance(s, Slot)):
             key = ("role",) if slot.field == "role" else (msg.rule, k)

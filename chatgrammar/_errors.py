@@ -126,10 +126,7 @@ class UnknownFormatError(ChatGrammarError, LookupError):
         hint = ""
         if self.suggestions:
             hint = " Did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
-        super().__init__(
-            f"unknown chat format {name!r}.{hint} "
-            "chatgrammar.formats() lists the registered formats."
-        )
+        super().__init__(f"unknown chat format {name!r}.{hint} chatgrammar.formats() lists the registered formats.")
 
 
 class GrammarError(ChatGrammarError):

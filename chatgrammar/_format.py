@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
@@ -16,7 +15,6 @@ from ._render import Plan, Planner
 from ._scanner import Scanner
 
 __all__ = ["Format"]
-
 
 
 class Format:
@@ -37,6 +35,8 @@ class Format:
         self._compiled: Compiled | None = None
         self._lark: LarkParser | None = None
         self._plans: dict[Any, Plan] = {}  # the planner's cache, read directly by render()
+        # parse() calls this: compiling first, then the scanner's own method.
+        self._scan_text: Callable[[str], list[Message] | None] = self._compile_and_scan
 
     # -- metadata --------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class Format:
                     compiled = compile_spec(spec)
                     self._planner = Planner(compiled, self._plans)
                     self._scanner = Scanner(compiled)
-                    self._scan = self._scanner.scan
+                    self._scan_text = self._scanner.scan
                     self._compiled = compiled
                 c = self._compiled
         return c
@@ -167,7 +167,7 @@ class Format:
         >>> get_format("chatml").render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
         '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
         """
-        msgs = messages if type(messages) is list else list(messages)
+        msgs: list[Any] = messages if type(messages) is list else list(messages)
         # The common case in few steps: complete messages of a shape seen before. The
         # plan's compiled code reads the contents itself, and declines anything unusual.
         if on_unsafe == "raise":
@@ -247,7 +247,7 @@ class Format:
     def _checked(self, r: _Rendering) -> str:
         plan, contents = r.plan, r.contents
         guards = self._c.guards
-        suspect = any(not guards[id(s)].passes(contents[i]) for i, s in zip(plan.contents, plan.slots))
+        suspect = any(not guards[id(s)].passes(contents[i]) for i, s in zip(plan.contents, plan.slots, strict=True))
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
         text = plan.build(r.roles, contents)
@@ -257,7 +257,7 @@ class Format:
 
     def _unsafe(self, r: _Rendering) -> UnsafeContentError:
         rules = self._c.rules
-        for i, slot in zip(r.plan.contents, r.plan.slots):
+        for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
             rule = rules[id(slot)]
             found = _find_delimiter(r.contents[i], rule.anywhere, rule.at_start)
             if found:
@@ -297,23 +297,22 @@ class Format:
         >>> get_format("chatml").parse("<|im_start|>user\nHi<|im_end|>\n")
         [Message(role='user', content='Hi', complete=True)]
         """
-        got = self._scan(text)
+        got = self._scan_text(text)
         if got is not None:
             return got
         if not isinstance(text, str):
             raise TypeError(f"parse() takes a str, not {type(text).__name__}")
         return self.lark.parse(text)
 
-    def _scan(self, text: str) -> list[Message] | None:
-        """Compile, then scan; compiling replaces this with the scanner's own method."""
-        self._c
-        return self.__dict__["_scan"](text)  # type: ignore[no-any-return]
+    def _compile_and_scan(self, text: str) -> list[Message] | None:
+        self._c  # noqa: B018 - compiling replaces self._scan_text with the scanner's method
+        return self._scan_text(text)
 
 
 class _Rendering:
     """A conversation ready to write: its plan, roles and (trimmed) contents."""
 
-    __slots__ = ("plan", "roles", "contents", "n", "open_last", "gen_marker", "given")
+    __slots__ = ("contents", "gen_marker", "given", "n", "open_last", "plan", "roles")
 
     def __init__(
         self,

@@ -99,7 +99,11 @@ def read_header(source: str, origin: str = "<grammar>") -> dict[str, Any]:
         if key in header:
             raise GrammarError(f"header key {key!r} given twice", source=origin, line=lineno)
         if key in _LIST_KEYS:
-            header[key] = [v for v in re.split(r"[,\s]+" if key in ("tokens", "markers", "stop", "roles") else r",", value) if v.strip()]
+            header[key] = [
+                v
+                for v in re.split(r"[,\s]+" if key in ("tokens", "markers", "stop", "roles") else r",", value)
+                if v.strip()
+            ]
             header[key] = [v.strip() for v in header[key]]
         else:
             header[key] = value
@@ -127,7 +131,9 @@ def load_grammar(source: str, *, origin: str, import_paths: Sequence[str]) -> Gr
         text = str(e)
         at = re.search(r"at line (\d+) column (\d+)", text)
         if at:  # Lark could not read the grammar itself
-            raise GrammarError(f"not valid Lark syntax: {_first_line(e)}", source=origin, line=int(at.group(1))) from None
+            raise GrammarError(
+                f"not valid Lark syntax: {_first_line(e)}", source=origin, line=int(at.group(1))
+            ) from None
         raise GrammarError(text, source=origin, line=_line_of_name(source, text)) from None
     return _Builder(builder._definitions, header, source, origin).build()
 
@@ -145,7 +151,7 @@ def _line_of_name(source: str, message: str) -> int | None:
 
 
 def _definition_line(source: str, name: str) -> int | None:
-    m = re.search(rf"^\s*[?!]?{re.escape(name)}\b\s*(\{{[^}}]*\}})?\s*(\.\d+)?\s*:", source, re.M)
+    m = re.search(rf"^\s*[?!]?{re.escape(name)}\b\s*(\{{[^}}]*\}})?\s*(\.\d+)?\s*:", source, re.MULTILINE)
     return source.count("\n", 0, m.start()) + 1 if m else None
 
 
@@ -198,7 +204,7 @@ class _Builder:
             roles=self.roles,
         )
 
-    def literal_terminal(self, name: str, tree: Tree) -> str:
+    def literal_terminal(self, name: str, tree: Tree[Any]) -> str:
         parts: list[str] = []
         for exp in tree.children:
             if len(tree.children) != 1 or exp.data != "expansion":
@@ -215,7 +221,7 @@ class _Builder:
             (value,) = value.children
         if isinstance(value, Tree) and value.data == "literal":
             (token,) = value.children
-            pattern = _literal_to_pattern(token)
+            pattern = _literal_to_pattern(token)  # type: ignore[no-untyped-call]
             if not isinstance(pattern, PatternStr) or pattern.flags:
                 raise self.error(
                     f"{where}: {token} is a regular expression or has flags; "
@@ -237,10 +243,9 @@ class _Builder:
         if d.params:
             raise self.error(f"template {name!r} is used without arguments", name)
         if name in self.stack:
-            chain = " -> ".join(self.stack[self.stack.index(name):] + [name])
+            chain = " -> ".join(self.stack[self.stack.index(name) :] + [name])
             raise self.error(
-                f"rule {name!r} is recursive ({chain}); chat formats are regular: "
-                "write repetition with * or + instead",
+                f"rule {name!r} is recursive ({chain}); chat formats are regular: write repetition with * or + instead",
                 name,
             )
         self.stack.append(name)
@@ -248,27 +253,27 @@ class _Builder:
             body = self.expansions(d.tree, env, name)
         finally:
             self.stack.pop()
-        role = self.message_role(name)
         if name == GENERATION_RULE:
             return Gen(body)
-        if role is not False:
+        if name == GENERIC_RULE:
+            return Msg(role=None, rule=name, body=body)
+        role = self.message_role(name)
+        if role is not None:
             return Msg(role=role, rule=name, body=body)
         return body
 
-    def message_role(self, name: str) -> str | None | bool:
-        """The role a rule stands for: a string, None (generic), or False (not a message)."""
-        if name == GENERIC_RULE:
-            return None
+    def message_role(self, name: str) -> str | None:
+        """The role a rule named ``role`` or ``role__variant`` stands for, if it is one."""
         base = name.split("__", 1)[0]
         if self.roles is not None and base in self.roles and not name.startswith("_"):
             return base
-        return False
+        return None
 
-    def expansions(self, tree: Tree, env: dict[str, Any], rule: str) -> Node:
+    def expansions(self, tree: Tree[Any], env: dict[str, Any], rule: str) -> Node:
         alts = [self.expansion(c, env, rule) for c in tree.children]
         return alts[0] if len(alts) == 1 else Alt(tuple(alts))
 
-    def expansion(self, tree: Tree, env: dict[str, Any], rule: str) -> Node:
+    def expansion(self, tree: Tree[Any], env: dict[str, Any], rule: str) -> Node:
         if tree.data == "alias":
             raise self.error(f"rule {rule!r} uses an alias (->); name message rules after their role instead", rule)
         items = [self.item(c, env, rule) for c in tree.children]
@@ -327,8 +332,9 @@ class _Builder:
             return Slot(terminal=name, field="role" if name.rsplit("__", 1)[-1] == ROLE_SLOT else "content")
         raise self.error(f"rule {rule!r} uses terminal {name}, which is not defined", rule)
 
-    def template(self, usage: Tree, env: dict[str, Any], rule: str) -> Node:
+    def template(self, usage: Tree[Any], env: dict[str, Any], rule: str) -> Node:
         head, *args = usage.children
+        assert isinstance(head, NonTerminal)
         name = head.name
         if name in _TRANSFORMS:
             if len(args) != 1:
@@ -345,7 +351,7 @@ class _Builder:
             raise self.error(f"rule {rule!r}: template {name} takes {len(d.params)} arguments", rule)
         if name in self.stack:
             raise self.error(f"template {name!r} is recursive; chat formats are regular", name)
-        inner_env = {p: (a, env) for p, a in zip(d.params, args)}
+        inner_env = {p: (a, env) for p, a in zip(d.params, args, strict=True)}
         self.stack.append(name)
         try:
             body = self.expansions(d.tree, inner_env, name)
@@ -355,5 +361,5 @@ class _Builder:
 
 
 def _header_line(source: str, key: str) -> int | None:
-    m = re.search(rf"^\s*//\s*{re.escape(key)}\s*:", source, re.M)
+    m = re.search(rf"^\s*//\s*{re.escape(key)}\s*:", source, re.MULTILINE)
     return source.count("\n", 0, m.start()) + 1 if m else None

@@ -113,7 +113,7 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     rules["s0"] = [""]
     callbacks["s0"] = lambda children: []
     start: list[str] = []
-    seen_open: set[str] = set()
+    seen_open: set[tuple[int, str]] = set()
     for s, target, atom in edges:
         if isinstance(atom, Lit):
             sym = names.literal(atom.text)
@@ -132,7 +132,7 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
                 rules[f"o_{atom.rule}"] = [body(shape.open_body, unwrap=True)]
                 callbacks[f"o_{atom.rule}"] = _message_callback(shape.role, names, complete=False)
             if (s, atom.rule) not in seen_open:
-                seen_open.add((s, atom.rule))  # type: ignore[arg-type]
+                seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
         rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")
         callbacks.setdefault(f"s{target}", _append)
@@ -140,7 +140,9 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
         s
         for s in sorted(reachable)
         if dfa.accepting[s]
-        or any(isinstance(t.atom, Gen) and compiled.gen_text == "" and dfa.accepting[t.target] for t in dfa.transitions[s])
+        or any(
+            isinstance(t.atom, Gen) and compiled.gen_text == "" and dfa.accepting[t.target] for t in dfa.transitions[s]
+        )
     ]
     start = [f"s{s}" for s in accepting] + start
     rules["start"] = start or ["s0"]
@@ -200,7 +202,7 @@ class LarkParser:
 
     def parse(self, text: str) -> list[Message]:
         try:
-            result: list[Message] = self.lark.parse(text)
+            result: list[Message] = self.lark.parse(text)  # type: ignore[assignment]  # the transformer's output
         except UnexpectedInput as e:
             raise self._error(text, e) from None
         except _EmptyOpen as e:
@@ -214,8 +216,9 @@ class LarkParser:
         return result
 
     def _error(self, text: str, e: UnexpectedInput) -> ParseError:
+        pos: int
         if isinstance(e, UnexpectedCharacters):
-            pos, expected = e.pos_in_stream, set(e.allowed)
+            pos, expected = e.pos_in_stream or 0, set(e.allowed)
         elif isinstance(e, UnexpectedToken):
             tok: Token = e.token
             pos = len(text) if tok.type == _END else (tok.start_pos or 0)

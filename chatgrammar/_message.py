@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,8 +29,7 @@ class Message(BaseModel):
     complete: bool = True
 
 
-MessageLike = Union[Message, Mapping[str, Any]]
-
+MessageLike = Message | Mapping[str, Any]
 
 
 def _slot_setters() -> tuple[Any, ...] | None:
@@ -65,7 +64,7 @@ def make_message(role: str, content: str, complete: bool = True) -> Message:
     set_fields(m, {"role", "content"} if complete else {"role", "content", "complete"})
     set_extra(m, None)
     set_private(m, None)
-    return m
+    return m  # type: ignore[no-any-return]  # Message.__new__ seen through a tuple
 
 
 _FIELDS = frozenset(Message.model_fields)

@@ -18,7 +18,6 @@ backtracks more than one position per character.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,9 +31,7 @@ _MAX_STOP = 256  # longest literal run followed when looking for a stop string
 
 # Characters from most to least frequent in ordinary text; the rarest character
 # of a delimiter is the cheapest to look for. Characters not listed count as rarest.
-_FREQUENCY = (
-    " etaoinsrhldcumfpgwybvkxjqz\nETAOINSRHLDCUMFPGWYBVKXJQZ,.0123456789-'\"():;?!/_*=\t"
-)
+_FREQUENCY = " etaoinsrhldcumfpgwybvkxjqz\nETAOINSRHLDCUMFPGWYBVKXJQZ,.0123456789-'\"():;?!/_*=\t"
 _RANK = {c: i for i, c in enumerate(_FREQUENCY)}
 
 
@@ -49,9 +46,7 @@ class SlotRules:
     pattern: str = ""  # matches one or more characters
 
 
-def derive_slot_rules(
-    start: Node, tokens: Iterable[str], markers: Iterable[str], origin: str
-) -> dict[int, SlotRules]:
+def derive_slot_rules(start: Node, tokens: Iterable[str], markers: Iterable[str], origin: str) -> dict[int, SlotRules]:
     """SlotRules for every slot occurrence, keyed by ``id(slot)``; fills ``slot.pattern``."""
     tokens = [t for t in dict.fromkeys(tokens) if t]
     markers = [m for m in dict.fromkeys(markers) if m]
@@ -91,9 +86,7 @@ def _predecessors(pos: Positions) -> list[list[int]]:
     return preds
 
 
-def _stop_strings(
-    pos: Positions, p: int, cores: list[str], origin: str, slot: Slot
-) -> tuple[list[str], list[str]]:
+def _stop_strings(pos: Positions, p: int, cores: list[str], origin: str, slot: Slot) -> tuple[list[str], list[str]]:
     stops: list[str] = []
     ends: list[str] = []
     stack = [(q, "") for q in reversed(pos.follow[p])]
@@ -255,9 +248,7 @@ def slot_pattern(rules: SlotRules, transform: str | None) -> str:
     special = forbidden_chars | set(lookaheads)
     plain = f"[^{_class_escape(special)}]" if special else r"[\s\S]"
     units = [
-        f"{re_escape(c)}(?!{_alternation(alts)})"
-        for c, alts in sorted(lookaheads.items())
-        if c not in forbidden_chars
+        f"{re_escape(c)}(?!{_alternation(alts)})" for c, alts in sorted(lookaheads.items()) if c not in forbidden_chars
     ]
     if units:
         unit = "(?:" + "|".join(units) + ")"
@@ -296,8 +287,7 @@ class Guard:
             if t in content:
                 return False
         return not (
-            (self.prefixes and content.startswith(self.prefixes))
-            or (self.suffixes and content.endswith(self.suffixes))
+            (self.prefixes and content.startswith(self.prefixes)) or (self.suffixes and content.endswith(self.suffixes))
         )
 
 

@@ -59,9 +59,7 @@ def _load() -> dict[str, Format]:
                 norm = normalize_name(key)
                 other = index.get(norm)
                 if other is not None and other is not fmt:
-                    raise GrammarError(
-                        f"{key!r} names both {other.name!r} and {fmt.name!r}", source=str(path)
-                    )
+                    raise GrammarError(f"{key!r} names both {other.name!r} and {fmt.name!r}", source=str(path))
                 index[norm] = fmt
         _by_name.update(index)
         _canonical.update(found)

@@ -23,13 +23,16 @@ from ._errors import UnsafeContentError, UnsupportedConversationError
 from ._ir import Gen, Lit, Msg, Slot
 from ._patterns import Guard
 
-__all__ = ["Plan", "Planner", "TRANSFORMS"]
+__all__ = ["TRANSFORMS", "Plan", "Planner"]
 
 _CODEGEN_LIMIT = 256  # longer conversations are written piece by piece instead of compiled
 _CACHE_LIMIT = 4096
 TRANSFORMS: dict[str, Callable[[str], str]] = {"strip": str.strip, "lstrip": str.lstrip, "rstrip": str.rstrip}
 
 Key = tuple[tuple[str, ...], bool, bool]
+Step = tuple[Any, ...]  # ("lit", text) | ("msg", shape, index, open) | ("gen",)
+Search = tuple[int, int, bool, bool]  # automaton state, messages written, prompt written, closed
+Parents = dict[Search, "tuple[Search, Step] | None"]
 Build = Callable[[list[str], list[str]], str]
 
 
@@ -103,7 +106,7 @@ class Planner:
                 if is_open:
                     open_check = re.compile(shape.content.pattern).fullmatch
         merged = _merge(pieces)
-        guards = dict(zip(contents, (c.guards[id(s)] for s in slots)))
+        guards = dict(zip(contents, (c.guards[id(s)] for s in slots), strict=True))
         if len(roles) <= _CODEGEN_LIMIT and not open_last:
             fast, fast_models, build = _compile(merged, dict(transforms), guards, len(roles))
         else:  # long conversations, and open turns (which need the open-turn check), take the general path
@@ -131,12 +134,12 @@ class Planner:
             format=self.c.name,
         )
 
-    def _path(self, roles: list[str], open_last: bool, gen: bool) -> list[tuple]:
+    def _path(self, roles: list[str], open_last: bool, gen: bool) -> list[Step]:
         """The steps that write ``roles`` (then the generation prompt when ``gen``)."""
         dfa = self.c.dfa
         n = len(roles)
-        start = (0, 0, False, False)  # state, messages written, generation prompt written, closed
-        parent: dict[tuple, tuple | None] = {start: None}
+        start: Search = (0, 0, False, False)
+        parent: Parents = {start: None}
         queue = deque([start])
         while queue:
             node = queue.popleft()
@@ -147,6 +150,8 @@ class Planner:
                 continue
             for t in dfa.transitions[state]:
                 a = t.atom
+                nxt: Search
+                step: Step
                 if isinstance(a, Lit):
                     nxt, step = (t.target, i, g, False), ("lit", a.text)
                 elif isinstance(a, Msg):
@@ -170,7 +175,7 @@ class Planner:
                     queue.append(nxt)
         raise self._failure(roles, gen, parent)
 
-    def _failure(self, roles: list[str], gen: bool, seen: dict[tuple, tuple | None]) -> UnsupportedConversationError:
+    def _failure(self, roles: list[str], gen: bool, seen: Parents) -> UnsupportedConversationError:
         c = self.c
         name = c.name
         header = c.spec.header
@@ -204,7 +209,11 @@ class Planner:
             else:
                 where = f"{name} expects {want} after message {reached - 1} ({roles[reached - 1]!r})"
             reason = header.get("order-error")
-            text = f"{reason} ({where}; message {reached} is {role!r})" if reason else f"{where}, not {role!r} (message {reached})"
+            text = (
+                f"{reason} ({where}; message {reached} is {role!r})"
+                if reason
+                else f"{where}, not {role!r} (message {reached})"
+            )
             return UnsupportedConversationError(text, index=reached, format=name)
         if gen and can_end:
             after = f"after message {n - 1} ({roles[-1]!r})" if roles else "for an empty conversation"
@@ -227,8 +236,8 @@ def _role_slot(c: Compiled) -> Slot:
     return next(s.role_slot for s in c.shapes.values() if s.role_slot is not None)
 
 
-def _steps(parent: dict[tuple, tuple | None], node: tuple) -> list[tuple]:
-    steps: list[tuple] = []
+def _steps(parent: Parents, node: Search) -> list[Step]:
+    steps: list[Step] = []
     link = parent[node]
     while link is not None:
         node, step = link
@@ -284,7 +293,7 @@ class _Source:
 
 
 def _fstring(pieces: list[Piece], k: _Source, content: Callable[[int], str], role: Callable[[int], str]) -> str:
-    def expr(p: Piece) -> str:
+    def expr(p: tuple[Any, ...]) -> str:
         if p[0] == "c":
             return content(p[1])
         if p[0] == "r":
@@ -327,13 +336,18 @@ def _compile(
                 checks.append(f"c{i}.endswith({k.ref(g.suffixes)})")
         if checks:
             lines.append(f"    if {' or '.join(checks)}:\n        return None")
-        role = lambda i: read(i, "role") if i < n else k.ref(ASSISTANT)  # noqa: E731
+
+        def role(i: int) -> str:
+            return read(i, "role") if i < n else k.ref(ASSISTANT)
+
         lines.append(f"    return f'{_fstring(pieces, k, lambda i: f'c{i}', role)}'")
         return lines
 
     source = fast(lambda i, field: f'M[{i}]["{field}"]', "fast", "")
     source += fast(lambda i, field: f"M[{i}].{field}", "fast_models", "M[{}].complete")
-    source.append(f"def build(R, C, K=K, E=''):\n    return f'{_fstring(pieces, k, lambda i: f'C[{i}]', lambda i: f'R[{i}]')}'")
+    source.append(
+        f"def build(R, C, K=K, E=''):\n    return f'{_fstring(pieces, k, lambda i: f'C[{i}]', lambda i: f'R[{i}]')}'"
+    )
     namespace: dict[str, Any] = {}
     exec("\n".join(source) + "\n", {"K": tuple(k.values)}, namespace)
     return namespace["fast"], namespace["fast_models"], namespace["build"]

@@ -10,10 +10,9 @@ does not match, the Lark parser reads the text again to say where and why.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
-
-import sys
 
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
 from ._ir import Gen, Lit, Msg
@@ -25,9 +24,9 @@ __all__ = ["Scanner"]
 _LIT, _MSG, _OPEN, _GEN = range(4)
 _FOLD_DEPTH = 2  # literals folded into what follows them, per step
 
-Alt = tuple[list[RegexPart], tuple]
+Alt = tuple[list[RegexPart], tuple[Any, ...]]
 
-Alternation = tuple[Callable[[str, int], "re.Match[str] | None"], dict[int, tuple]]
+Alternation = tuple[Callable[[str, int], "re.Match[str] | None"], dict[int, tuple[Any, ...]]]
 
 
 class Scanner:
@@ -47,7 +46,7 @@ class Scanner:
             self.table.append(_alternation(alts + opens + gens + lits))
         # Link each action to the entry of the state it leads to: [match, actions, accepting].
         entries: list[list[Any] | None] = [
-            [t[0], t[1], acc] if t else None for t, acc in zip(self.table, self.accepting)
+            [t[0], t[1], acc] if t else None for t, acc in zip(self.table, self.accepting, strict=True)
         ]
         for e in entries:
             if e is not None:
@@ -70,7 +69,9 @@ class Scanner:
             if isinstance(a, Lit):
                 lit = re_escape(a.text)
                 if depth < _FOLD_DEPTH:
-                    for group, out in zip(self._alternatives(t.target, depth + 1), (alts, opens, gens, lits)):
+                    for group, out in zip(
+                        self._alternatives(t.target, depth + 1), (alts, opens, gens, lits), strict=True
+                    ):
                         out += [([lit, *parts], action) for parts, action in group]
                 lits.append(([lit], (_LIT, t.target, None)))
             elif isinstance(a, Msg):
@@ -148,7 +149,7 @@ def _alternation(alts: list[Alt]) -> Alternation | None:
     if not alts:
         return None
     out: list[str] = []
-    actions: dict[int, tuple] = {}
+    actions: dict[int, tuple[Any, ...]] = {}
     group = 0
     for parts, (kind, target, role) in alts:
         group += 1

@@ -94,7 +94,7 @@ def conversations(
     fixed_roles = {s.role for s in c.shapes.values() if s.role is not None}
     generic_roles = [r for r in ["system", "user", ASSISTANT, *EXTRA_ROLES] if r not in fixed_roles]
     distance = _distance_to_accept(f)
-    state, msgs = 0, []
+    state, msgs = 0, list[Message]()
     while True:
         steps = [t for t in dfa.transitions[state] if not isinstance(t.atom, Gen) and distance[t.target] is not None]
         budget_left = len(msgs) < max_messages

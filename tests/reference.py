@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from chatgrammar import Format, Message
-
 from conftest import TEMPLATES
 
+from chatgrammar import Format, Message
+
 sys.path.insert(0, str(TEMPLATES))
-import render_reference  # noqa: E402
+import render_reference
 
 TAG = "CONTINUE_FINAL_MESSAGE_TAG "
 
@@ -30,7 +30,7 @@ class TemplateRaised(Exception):
     """The reference template raised (or could not render) this conversation."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def index() -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = json.loads((TEMPLATES / "index.json").read_text(encoding="utf-8"))
     return entries
@@ -42,7 +42,7 @@ def entry_for(fmt: Format) -> dict[str, Any]:
     return matches[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(template_file: str) -> str:
     return (TEMPLATES / template_file).read_text(encoding="utf-8")
 
@@ -78,8 +78,8 @@ def _render(src: str, messages: list[dict[str, str]], **kwargs: Any) -> str:
 
 
 def first_difference(a: str, b: str) -> str:
-    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"first difference at offset {i}: {a[i:i + 30]!r} vs {b[i:i + 30]!r}"
+    i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"first difference at offset {i}: {a[i : i + 30]!r} vs {b[i : i + 30]!r}"
 
 
-__all__ = ["TemplateRaised", "entry_for", "first_difference", "index", "render", "Path"]
+__all__ = ["Path", "TemplateRaised", "entry_for", "first_difference", "index", "render"]

@@ -6,11 +6,23 @@ import chatgrammar as cg
 
 
 def test_exported_members() -> None:
-    assert sorted(cg.__all__) == sorted([
-        "ChatGrammarError", "Format", "GrammarError", "Message", "ParseError", "RenderError",
-        "UnknownFormatError", "UnsafeContentError", "UnsupportedConversationError",
-        "formats", "get_format", "parse", "render",
-    ])
+    assert sorted(cg.__all__) == sorted(
+        [
+            "ChatGrammarError",
+            "Format",
+            "GrammarError",
+            "Message",
+            "ParseError",
+            "RenderError",
+            "UnknownFormatError",
+            "UnsafeContentError",
+            "UnsupportedConversationError",
+            "formats",
+            "get_format",
+            "parse",
+            "render",
+        ]
+    )
     for name in cg.__all__:
         assert getattr(cg, name) is not None
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import reference
 from hypothesis import given, reject
 from hypothesis import strategies as st
+from reference import TemplateRaised, first_difference
 
 import chatgrammar as cg
-import reference
 from chatgrammar.testing import Conversation, contents, conversations, delimiter_pieces
-from reference import TemplateRaised, first_difference
 
 WITH_REFERENCE = [name for name in cg.formats() if cg.get_format(name).reference]
 ROLES = ["system", "user", "assistant"]
@@ -33,8 +33,15 @@ def test_every_reference_template_is_covered(templates_dir) -> None:
     entries = reference.index()
     assert entries, "index.json lists no templates"
     covered = {cg.get_format(n).reference for n in WITH_REFERENCE}
-    core = {"chatml-openhermes.jinja", "llama2-chat.jinja", "llama3.jinja", "mistral-v0.1.jinja",
-            "zephyr.jinja", "alpaca.jinja", "vicuna.jinja"}
+    core = {
+        "chatml-openhermes.jinja",
+        "llama2-chat.jinja",
+        "llama3.jinja",
+        "mistral-v0.1.jinja",
+        "zephyr.jinja",
+        "alpaca.jinja",
+        "vicuna.jinja",
+    }
     assert core <= covered
     for name in WITH_REFERENCE:
         reference.entry_for(cg.get_format(name))  # exactly one index entry per reference

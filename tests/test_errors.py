@@ -55,7 +55,9 @@ CASES = [
         "llama2",
         "<s>[INST] hi [/INST]  ok </s>",
         (1, 23, 22),
-        'expected "</s>" before "ok </s>" (line 1, column 23)\n  <s>[INST] hi [/INST]  ok </s>\n                        ^',
+        'expected "</s>" before "ok </s>" (line 1, column 23)\n'
+        "  <s>[INST] hi [/INST]  ok </s>\n"
+        "                        ^",
     ),
 ]
 
@@ -132,8 +134,11 @@ def test_a_dropped_system_message_is_refused() -> None:
 
 def test_open_turn_and_generation_prompt_together() -> None:
     with pytest.raises(cg.RenderError):
-        cg.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "complete": False}],
-                  "chatml", add_generation_prompt=True)
+        cg.render(
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "complete": False}],
+            "chatml",
+            add_generation_prompt=True,
+        )
 
 
 def test_open_turn_must_be_last() -> None:

@@ -42,7 +42,7 @@ def test_the_good_grammar_works() -> None:
         (("// tokens: _U _A _E\n", "// tokens: _U _A _E\n// stopp: _E\n"), "unknown header key 'stopp'", 4),
         (("// tokens: _U _A _E", "// tokens: _U _X"), "header 'tokens' names '_X'", 3),
         (("user: _U [TEXT] _E", "user: _U [TEXT] _E user"), "rule 'user' is recursive", 6),
-        (("_U: \"<u>\"", "_U: /<u+>/"), "regular expression", 9),
+        (('_U: "<u>"', "_U: /<u+>/"), "regular expression", 9),
         (("start: (user assistant)* [user [generation]]", "start: (user assistant)* (("), "not valid Lark syntax", 5),
         (("user: _U [TEXT] _E", "user: _U [TEXT] [TEXT] _E"), "exactly one content slot", None),
         (("start: (user assistant)*", "start: TEXT (user assistant)*"), "outside any message rule", None),

@@ -67,6 +67,7 @@ def test_any_iterable_of_messages() -> None:
 
 
 def test_open_message_from_a_dict() -> None:
-    text = cg.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "Sure", "complete": False}],
-                     "chatml")
+    text = cg.render(
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "Sure", "complete": False}], "chatml"
+    )
     assert text.endswith("<|im_start|>assistant\nSure")

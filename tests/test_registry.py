@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import reference
 
 import chatgrammar as cg
-import reference
 from chatgrammar._registry import normalize_name
 
 
@@ -28,12 +28,20 @@ def test_names_are_unique_after_normalisation() -> None:
     "alias,name",
     [
         # llama-cpp-python's chat_format names
-        ("llama-2", "llama2"), ("llama-3", "llama3"), ("mistral-instruct", "mistral"), ("chatml", "chatml"),
-        ("zephyr", "zephyr"), ("alpaca", "alpaca"), ("vicuna", "vicuna"),
+        ("llama-2", "llama2"),
+        ("llama-3", "llama3"),
+        ("mistral-instruct", "mistral"),
+        ("chatml", "chatml"),
+        ("zephyr", "zephyr"),
+        ("alpaca", "alpaca"),
+        ("vicuna", "vicuna"),
         # llm-templates' names
-        ("llama2", "llama2"), ("llama3", "llama3"), ("mistral", "mistral"),
+        ("llama2", "llama2"),
+        ("llama3", "llama3"),
+        ("mistral", "mistral"),
         # spelling does not matter
-        (" LLAMA_2 ", "llama2"), ("Llama-3", "llama3"),
+        (" LLAMA_2 ", "llama2"),
+        ("Llama-3", "llama3"),
     ],
 )
 def test_aliases(alias: str, name: str) -> None:
@@ -59,7 +67,7 @@ def test_stop_strings_end_the_assistant_turn() -> None:
         fmt = cg.get_format(name)
         assert fmt.stop, name
         text = fmt.render([{"role": "user", "content": "q"}, {"role": "assistant", "content": "ANSWER"}])
-        after = text[text.index("ANSWER") + len("ANSWER"):]
+        after = text[text.index("ANSWER") + len("ANSWER") :]
         assert any(s in after for s in fmt.stop), name
 
 
