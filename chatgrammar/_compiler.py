@@ -12,7 +12,7 @@ from typing import Any
 from ._automaton import Dfa, positions
 from ._errors import GrammarError
 from ._grammar import GrammarSpec
-from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, walk
+from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, resolve, walk
 from ._patterns import Guard, SlotRules, derive_slot_rules, guard_for, re_escape, slot_pattern, triggers_for
 
 __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "compile_spec"]
@@ -24,9 +24,10 @@ ASSISTANT = "assistant"  # the role the generation prompt opens
 class SlotPart:
     """A slot inside a message's regex: a capture group the scanner makes atomic."""
 
-    field: str  # "role" or "content"
+    field: str  # "role", "content" or "var"
     pattern: str
     optional: bool  # the slot alone is optional: absent only when nothing matches
+    name: str = ""  # the slot's terminal (variables are reported by name)
 
 
 RegexPart = str | SlotPart
@@ -46,13 +47,10 @@ class Shape:
     content: Slot
     role_slot: Slot | None
     open_body: Node  # the body cut right after the content: an open final turn
-    head_body: Node  # the body cut right before the content: the turn opened empty
     pieces: list[Piece]
     open_pieces: list[Piece]
-    head_pieces: list[Piece]
     regex: list[RegexPart]  # the body as regex text and slots (see ``_regex``)
     open_regex: list[RegexPart]
-    head_regex: list[RegexPart]
 
 
 @dataclass
@@ -61,12 +59,19 @@ class Compiled:
     dfa: Dfa
     shapes: dict[str, Shape]
     gen_text: str | None  # the generation prompt when it is fixed text ("" for none)
-    gen_rule: str | None  # the message rule whose head is the generation prompt
+    gen_pieces: list[Piece] | None  # the generation prompt as render pieces (None: the format has none)
+    gen_regex: list[RegexPart]  # ... and as the scanner reads it
+    gen_role_slot: Slot | None  # the ROLE slot the prompt writes "assistant" into, if any
     rules: dict[int, SlotRules]  # id(slot) -> what it refuses
     guards: dict[int, Guard]  # id(content slot) -> its cheap safety test
     role_pattern: str | None
     tokens: list[str] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)
+    options: dict[str, object] = field(default_factory=dict)  # the option values of this variant
+    variables: list[str] = field(default_factory=list)  # var slot terminals, in the order plans index them
+    default_system: list[Piece] | None = None  # what the template writes when there is no system message
+    merge_sep: str | None = None  # a system message is written into a user turn after this separator
+    user_pattern: str | None = None  # the content pattern of a plain user turn (for merge-system)
 
     @property
     def name(self) -> str:
@@ -74,41 +79,90 @@ class Compiled:
 
     @property
     def has_gen(self) -> bool:
-        return self.gen_text is not None or self.gen_rule is not None
+        return self.gen_pieces is not None
 
 
-def compile_spec(spec: GrammarSpec) -> Compiled:
+def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) -> Compiled:
+    """Compile a grammar for one assignment of its options (the defaults when None)."""
     origin = spec.origin
+    declared = spec.header.get("options", {})
+    options = {name: values[0] for name, values in declared.items()} if options is None else options
+    start = resolve(spec.start, options)
     tokens = [t.strip() or t for t in spec.terminal_texts("tokens")]
     markers = [m.strip() or m for m in spec.terminal_texts("markers")]
-    _check_top(spec.start, origin)
-    for msg in _messages(spec.start):
+    _check_top(start, origin)
+    for msg in _messages(start):
         _check_message(msg, origin)
-    gen_text, gen_rule = _generation(spec.start, origin)
-    rules = derive_slot_rules(spec.start, tokens, markers, origin)
-    _merge_occurrences(spec.start, rules)
+    gen_body = _generation(start, origin)
+    rules = derive_slot_rules(start, tokens, markers, origin)
+    _merge_occurrences(start, rules)
     shapes: dict[str, Shape] = {}
-    for msg in _messages(spec.start):
+    for msg in _messages(start):
         if msg.rule not in shapes:
             shapes[msg.rule] = _shape(msg, origin)
-    if gen_rule is not None and gen_rule not in shapes:
-        raise GrammarError(f"the generation rule refers to {gen_rule!r}, which is not a message rule", source=origin)
-    dfa = Dfa.build(positions(spec.start, lambda n: isinstance(n, (Lit, Msg, Gen))))
-    role_slots = [s for s in walk(spec.start) if isinstance(s, Slot) and s.field == "role"]
+    dfa = Dfa.build(positions(start, _is_message_level_atom))
+    role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
+    fixed = sorted({s.role for s in shapes.values() if s.role is not None} | set(spec.header.get("role-alias", {})))
+    if role_slots and fixed:
+        _refuse_fixed_roles(role_slots, rules, fixed)
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
     triggers = triggers_for(content_rules.values())
+    default_system = None
+    if spec.default_system is not None:
+        default_system = _default_pieces(resolve(spec.default_system, options), origin)
+    user = shapes.get("user")
     return Compiled(
         spec=spec,
         dfa=dfa,
         shapes=shapes,
-        gen_text=gen_text,
-        gen_rule=gen_rule,
+        gen_text=_fixed_text(gen_body) if gen_body is not None else None,
+        gen_pieces=_pieces(gen_body, unwrap=True) if gen_body is not None else None,
+        gen_regex=_regex(gen_body, unwrap=True) if gen_body is not None else [],
+        gen_role_slot=next((s for s in walk(gen_body) if isinstance(s, Slot) and s.field == "role"), None)
+        if gen_body is not None
+        else None,
         rules=rules,
         guards={key: guard_for(r, triggers) for key, r in content_rules.items()},
         role_pattern=role_slots[0].pattern if role_slots else None,
         tokens=tokens,
         markers=markers,
+        options=dict(options),
+        variables=list(dict.fromkeys(s.terminal for s in walk(start) if isinstance(s, Slot) and s.field == "var")),
+        default_system=default_system,
+        merge_sep=spec.terminals[spec.header["merge-system"]] if spec.header.get("merge-system") else None,
+        user_pattern=user.content.pattern if user is not None else None,
     )
+
+
+def _is_message_level_atom(n: Node) -> bool:
+    return isinstance(n, (Lit, Msg, Gen)) or (isinstance(n, Slot) and n.field == "var")
+
+
+def _refuse_fixed_roles(slots: list[Slot], rules: dict[int, SlotRules], fixed: list[str]) -> None:
+    """A ROLE slot does not read a role that has a rule of its own (or is written as another).
+
+    Otherwise the generic message and the role's own rule would both read that
+    turn, and a lexer could pick either.
+    """
+    after = sorted({a for s in slots for a in rules[id(s)].after}, key=lambda a: (-len(a), a))
+    follows = "|".join(re_escape(a) if a else r"\Z" for a in after)
+    words = "|".join(re_escape(w) for w in sorted(fixed, key=lambda w: (-len(w), w)))
+    guard = f"(?!(?:{words})(?:{follows}))"
+    for s in slots:
+        if not s.pattern.startswith(guard):
+            s.pattern = guard + s.pattern
+            rules[id(s)].pattern = s.pattern
+
+
+def _default_pieces(n: Node, origin: str) -> list[Piece]:
+    """The default system message: literals and variables, as render pieces."""
+    if isinstance(n, Lit):
+        return [n.text]
+    if isinstance(n, Slot) and n.field == "var":
+        return [("v", n)]
+    if isinstance(n, Seq):
+        return [p for item in n.items for p in _default_pieces(item, origin)]
+    raise GrammarError("the default system rule must be literals and dates only", source=origin)
 
 
 def _messages(start: Node) -> list[Msg]:
@@ -132,7 +186,7 @@ def _check_top(start: Node, origin: str) -> None:
     """Slots only inside messages; messages not nested in messages."""
 
     def go(n: Node) -> None:
-        if isinstance(n, Slot):
+        if isinstance(n, Slot) and n.field != "var":
             raise GrammarError(
                 f"slot {n.terminal} is outside any message rule; name the rule after a role "
                 "(or 'message' with a ROLE slot)",
@@ -151,16 +205,15 @@ def _check_top(start: Node, origin: str) -> None:
     go(start)
 
 
-def _generation(start: Node, origin: str) -> tuple[str | None, str | None]:
-    """The generation prompt: fixed text, or a message rule's head.
+def _generation(start: Node, origin: str) -> Node | None:
+    """The generation prompt's body, or None when the grammar has no generation rule.
 
-    ``generation:`` is either literals (possibly none), or one message rule,
-    meaning that message's turn opened for the assistant with no content yet.
-    The Gen node's body is replaced by that head, so that the automata see the
-    text the prompt really writes.
+    ``generation:`` is literals (possibly none), literals around the ROLE slot
+    (written "assistant"), or one message rule, meaning that message's turn
+    opened for the assistant with no content yet. Each Gen node's body becomes
+    the text it writes, so that the automata see exactly that.
     """
-    texts: set[str] = set()
-    rules: set[str] = set()
+    bodies: list[Node] = []
     for g in (n for n in walk(start) if isinstance(n, Gen)):
         if isinstance(g.body, Msg):
             msg = g.body
@@ -171,23 +224,27 @@ def _generation(start: Node, origin: str) -> tuple[str | None, str | None]:
                     source=origin,
                 )
             g.body = _cut(msg.body, content, keep=False) or Seq(())
-            rules.add(msg.rule)
-        else:
-            texts.add(_fixed_text(g.body, origin))
-    if len(texts) + len(rules) > 1:
+        for n in walk(g.body):
+            if isinstance(n, (Alt, Star, Opt, Msg, Gen)) or (isinstance(n, Slot) and n.field == "content"):
+                raise GrammarError(
+                    "the generation rule must be literals (possibly with the ROLE slot), nothing, or one "
+                    "message rule (that turn opened empty)",
+                    source=origin,
+                )
+        bodies.append(g.body)
+    if len({repr(_pieces(b, unwrap=True)) for b in bodies}) > 1:
         raise GrammarError("the generation rule must write one text", source=origin)
-    return next(iter(texts), None), next(iter(rules), None)
+    return bodies[0] if bodies else None
 
 
-def _fixed_text(n: Node, origin: str) -> str:
+def _fixed_text(n: Node) -> str | None:
+    """The text a body of literals writes; None if it holds a slot."""
     if isinstance(n, Lit):
         return n.text
     if isinstance(n, Seq):
-        return "".join(_fixed_text(i, origin) for i in n.items)
-    raise GrammarError(
-        "the generation rule must be literals, nothing, or one message rule (that turn opened empty)",
-        source=origin,
-    )
+        parts = [_fixed_text(i) for i in n.items]
+        return None if any(p is None for p in parts) else "".join(p for p in parts if p is not None)
+    return None
 
 
 def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
@@ -199,11 +256,13 @@ def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
     groups: dict[tuple[str, ...] | tuple[str, int], list[Slot]] = {}
     for msg in _messages(start):
         for k, slot in enumerate(s for s in walk(msg.body) if isinstance(s, Slot)):
-            key = ("role",) if slot.field == "role" else (msg.rule, k)
+            key = ("role",) if slot.field == "role" else ("var", slot.terminal) if slot.field == "var" else (msg.rule, k)
             groups.setdefault(key, []).append(slot)
     for g in (n for n in walk(start) if isinstance(n, Gen)):
         for slot in (s for s in walk(g.body) if isinstance(s, Slot)):
-            groups.setdefault(("role",), []).append(slot)
+            groups.setdefault(("role",) if slot.field == "role" else ("var", slot.terminal), []).append(slot)
+    for slot in _top_vars(start):
+        groups.setdefault(("var", slot.terminal), []).append(slot)
     for slots in groups.values():
         merged = SlotRules()
         for s in slots:
@@ -216,6 +275,22 @@ def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
         for s in slots:
             s.pattern = merged.pattern
             rules[id(s)] = merged
+
+
+def _top_vars(start: Node) -> list[Slot]:
+    out: list[Slot] = []
+
+    def go(n: Node) -> None:
+        if isinstance(n, Slot):
+            out.append(n)
+        elif isinstance(n, (Seq, Alt)):
+            for item in n.items:
+                go(item)
+        elif isinstance(n, (Opt, Star)):
+            go(n.item)
+
+    go(start)
+    return out
 
 
 def _content_slot(msg: Msg, origin: str) -> Slot:
@@ -255,7 +330,6 @@ def _shape(msg: Msg, origin: str) -> Shape:
     content = _content_slot(msg, origin)
     roles = [s for s in walk(msg.body) if isinstance(s, Slot) and s.field == "role"]
     open_body = _cut(msg.body, content, keep=True) or Seq(())
-    head_body = _cut(msg.body, content, keep=False) or Seq(())
     return Shape(
         rule=msg.rule,
         role=msg.role,
@@ -263,13 +337,10 @@ def _shape(msg: Msg, origin: str) -> Shape:
         content=content,
         role_slot=roles[0] if roles else None,
         open_body=open_body,
-        head_body=head_body,
         pieces=_pieces(msg.body),
         open_pieces=_pieces(open_body, unwrap=True),
-        head_pieces=_pieces(head_body, unwrap=True),
         regex=_regex(msg.body),
         open_regex=_regex(open_body, unwrap=True),
-        head_regex=_regex(head_body, unwrap=True),
     )
 
 
@@ -307,7 +378,7 @@ def _pieces(n: Node, unwrap: bool = False) -> list[Piece]:
     if isinstance(n, Lit):
         return [n.text]
     if isinstance(n, Slot):
-        return [("c" if n.field == "content" else "r", n)]
+        return [({"content": "c", "role": "r", "var": "v"}[n.field], n)]
     if isinstance(n, Seq):
         return [p for item in n.items for p in _pieces(item, unwrap)]
     if isinstance(n, Opt):
@@ -334,7 +405,7 @@ def _regex(n: Node, unwrap: bool = False) -> list[RegexPart]:
         if isinstance(n, Lit):
             parts.append(re_escape(n.text))
         elif isinstance(n, Slot):
-            parts.append(SlotPart(n.field, n.pattern, optional=False))
+            parts.append(SlotPart(n.field, n.pattern, optional=False, name=n.terminal))
         elif isinstance(n, Seq):
             for i in n.items:
                 go(i)
@@ -342,7 +413,7 @@ def _regex(n: Node, unwrap: bool = False) -> list[RegexPart]:
             if unwrap:
                 go(n.item)
             elif isinstance(n.item, Slot):
-                parts.append(SlotPart(n.item.field, n.item.pattern, optional=True))
+                parts.append(SlotPart(n.item.field, n.item.pattern, optional=True, name=n.item.terminal))
             else:
                 parts.append("(?:")
                 go(n.item)

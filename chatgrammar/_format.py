@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from itertools import product
 from typing import Any, Literal
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
-from ._errors import RenderError, UnsafeContentError, UnsupportedConversationError
-from ._grammar import load_grammar, read_header
+from ._errors import ChatGrammarError, RenderError, UnsafeContentError, UnsupportedConversationError
+from ._grammar import GrammarSpec, load_grammar, read_header
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
-from ._render import Plan, Planner
+from ._render import ROLE_TRANSFORMS, Plan, Planner
 from ._scanner import Scanner
 
 __all__ = ["Format"]
@@ -31,12 +34,18 @@ class Format:
         self.grammar: str = source
         self.origin = origin
         self._import_paths = list(import_paths)
-        self._lock = threading.Lock()
-        self._compiled: Compiled | None = None
-        self._lark: LarkParser | None = None
-        self._plans: dict[Any, Plan] = {}  # the planner's cache, read directly by render()
-        # parse() calls this: compiling first, then the scanner's own method.
+        self._lock = threading.RLock()
+        self._spec: GrammarSpec | None = None
+        self._variants: dict[tuple[Any, ...], _Variant] = {}
+        self._default: _Variant | None = None
+        # The fast paths of render() and parse() read these directly; compiling the
+        # default variant fills them in (until then they send the call down the slow path).
+        self._plans: dict[Any, Plan] = {}
         self._scan_text: Callable[[str], list[Message] | None] = self._compile_and_scan
+        self._no_variables = False  # the default variant prints no date: render needs no values
+        header = self._header
+        self._always_gen = header.get("generation") == "always"
+        self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
 
     # -- metadata --------------------------------------------------------------
 
@@ -90,10 +99,10 @@ class Format:
     def generation_prompt(self) -> str | None:
         """What ``add_generation_prompt=True`` writes after the last turn; None if the format has none."""
         c = self._c
-        if c.gen_rule is None:
-            return c.gen_text
-        pieces = c.shapes[c.gen_rule].head_pieces
-        return "".join(p if isinstance(p, str) else ASSISTANT for p in pieces)
+        if c.gen_pieces is None:
+            return None
+        write = ROLE_TRANSFORMS[c.gen_role_slot.transform][0] if c.gen_role_slot and c.gen_role_slot.transform else str
+        return "".join(p if isinstance(p, str) else write(ASSISTANT) for p in c.gen_pieces)
 
     @property
     def tokens(self) -> list[str]:
@@ -118,34 +127,81 @@ class Format:
     def __repr__(self) -> str:
         return f"<Format {self.name!r}>"
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The template's switches (``enable_thinking``...) and their defaults; render and parse take them."""
+        return {name: values[0] for name, values in self._header.get("options", {}).items()}
+
+    @property
+    def option_values(self) -> dict[str, list[Any]]:
+        """Every value each option takes, the default first."""
+        return {name: list(values) for name, values in self._header.get("options", {}).items()}
+
     # -- compiled state --------------------------------------------------------
 
     @property
     def _c(self) -> Compiled:
-        c = self._compiled
-        if c is None:
-            with self._lock:
-                if self._compiled is None:
-                    spec = load_grammar(self.grammar, origin=self.origin, import_paths=self._import_paths)
-                    compiled = compile_spec(spec)
-                    self._planner = Planner(compiled, self._plans)
-                    self._scanner = Scanner(compiled)
-                    self._scan_text = self._scanner.scan
-                    self._compiled = compiled
-                c = self._compiled
-        return c
+        return self._variant(None).compiled
+
+    @property
+    def _planner(self) -> Planner:
+        return self._variant(None).planner
+
+    @property
+    def _scanner(self) -> Scanner:
+        return self._variant(None).scanner
 
     @property
     def lark(self) -> LarkParser:
-        """The format's Lark LALR parser (built on first use)."""
-        parser = self._lark
-        if parser is None:
-            c = self._c
+        """The format's Lark LALR parser (with the default options; built on first use)."""
+        return self._variant(None).lark
+
+    def _variant(self, options: dict[str, Any] | None) -> _Variant:
+        """The format compiled for these option values (None: the defaults)."""
+        default = self._default
+        if options is None and default is not None:
+            return default
+        declared = self._header.get("options", {})
+        values = {name: vals[0] for name, vals in declared.items()}
+        for name, value in (options or {}).items():
+            if name not in declared:
+                known = ", ".join(declared) or "none"
+                raise ChatGrammarError(f"{self.name} has no option {name!r} (its options: {known})")
+            if value not in declared[name]:
+                allowed = ", ".join(repr(v) for v in declared[name])
+                raise ChatGrammarError(f"{self.name}: option {name!r} takes {allowed}, not {value!r}")
+            values[name] = value
+        key = tuple(values[name] for name in declared)
+        variant = self._variants.get(key)
+        if variant is None:
             with self._lock:
-                if self._lark is None:
-                    self._lark = LarkParser(c)
-                parser = self._lark
-        return parser
+                variant = self._variants.get(key)
+                if variant is None:
+                    if self._spec is None:
+                        self._spec = load_grammar(self.grammar, origin=self.origin, import_paths=self._import_paths)
+                    variant = _Variant(compile_spec(self._spec, values))
+                    self._variants[key] = variant
+                    if key == tuple(vals[0] for vals in declared.values()):
+                        self._default = variant
+                        self._plans = variant.planner.cache
+                        self._scan_text = variant.scanner.scan
+                        self._no_variables = not variant.compiled.variables
+        return variant
+
+    def _all_variants(self) -> list[_Variant]:
+        """Every option assignment, the defaults first."""
+        declared = self._header.get("options", {})
+        return [self._variant(dict(zip(declared, combo, strict=True))) for combo in product(*declared.values())]
+
+    def _values(self, variant: _Variant, date: datetime.date | None) -> tuple[str, ...]:
+        """The text of each variable (the date) for one render."""
+        if not variant.compiled.variables:
+            return ()
+        _, fmt = self._header["date"]
+        if date is not None:
+            return (date.strftime(fmt),)
+        default = self._header.get("date-default")
+        return (default if default is not None else datetime.date.today().strftime(fmt),)
 
     # -- render ----------------------------------------------------------------
 
@@ -155,68 +211,96 @@ class Format:
         *,
         add_generation_prompt: bool = False,
         on_unsafe: Literal["raise", "allow"] = "raise",
+        date: datetime.date | None = None,
+        **options: Any,
     ) -> str:
         r"""The prompt text for ``messages``, exactly as the model's chat template writes it.
 
         A last message with ``complete=False`` is left open (a prefilled reply);
         ``add_generation_prompt=True`` opens the assistant's turn after the last message.
         Content holding the format's own delimiters raises UnsafeContentError unless
-        ``on_unsafe="allow"``.
+        ``on_unsafe="allow"``. ``date`` is the date a template prints (today, as the
+        template does, when not given); ``options`` are the template's switches
+        (see ``Format.options``).
 
         >>> from chatgrammar import get_format
         >>> get_format("chatml").render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
         '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
         """
         msgs: list[Any] = messages if type(messages) is list else list(messages)
-        # The common case in few steps: complete messages of a shape seen before. The
-        # plan's compiled code reads the contents itself, and declines anything unusual.
-        if on_unsafe == "raise":
+        gen = add_generation_prompt or self._always_gen
+        # The common case in few steps: complete messages of a shape seen before, default
+        # options. The plan's compiled code reads the contents itself, and declines anything unusual.
+        if on_unsafe == "raise" and not options and date is None and self._fast_ok:
             try:
                 roles = tuple([m["role"] for m in msgs if len(m) == 2])
                 models = False
             except (KeyError, TypeError):
                 roles, models = _model_roles(msgs), True
-            plan = self._plans.get((roles, False, add_generation_prompt))
+            plan = self._plans.get((roles, False, gen))
             if plan is not None and len(roles) == len(msgs):
+                values = () if self._no_variables else self._values(self._variant(None), None)
                 try:
-                    text = plan.fast_models(msgs) if models else plan.fast(msgs)
+                    text = plan.fast_models(msgs, values) if models else plan.fast(msgs, values)
                 except KeyError:
                     text = None
                 if text is not None:
                     return text
-        r = self._prepare(msgs, add_generation_prompt)
+        r = self._prepare(self._variant(options), msgs, gen, date)
         if on_unsafe == "allow":
-            return r.plan.build(r.roles, r.contents)
+            return r.plan.build(r.roles, r.contents, r.values)
         if on_unsafe != "raise":
             raise ValueError(f"on_unsafe must be 'raise' or 'allow', not {on_unsafe!r}")
         return self._checked(r)
 
-    def normalize(self, messages: Iterable[MessageLike], *, add_generation_prompt: bool = False) -> list[Message]:
+    def normalize(
+        self,
+        messages: Iterable[MessageLike],
+        *,
+        add_generation_prompt: bool = False,
+        date: datetime.date | None = None,
+        **options: Any,
+    ) -> list[Message]:
         r"""The messages that ``parse(render(messages))`` gives back.
 
-        This is where a format's losses show: content the template trims, an
-        empty open turn a format cannot mark, the generation prompt as an open
+        This is where a format's losses show: content the template trims, a
+        system message it merges into a user turn or writes by default, an empty
+        open turn a format cannot mark, the generation prompt as an open
         assistant message.
 
         >>> from chatgrammar import get_format
         >>> get_format("llama2").normalize([{"role": "user", "content": " Hi\n"}])
         [Message(role='user', content='Hi', complete=True)]
         """
-        return self._prepare(messages, add_generation_prompt).expected()
+        gen = add_generation_prompt or self._always_gen
+        return self._prepare(self._variant(options), messages, gen, date).expected()
 
-    def _prepare(self, messages: Iterable[MessageLike], gen: bool) -> _Rendering:
+    def _prepare(
+        self, variant: _Variant, messages: Iterable[MessageLike], gen: bool, date: datetime.date | None
+    ) -> _Rendering:
         roles, contents, open_last = read_messages(messages)
+        alias = self._header.get("role-alias")
+        if alias:  # roles the template writes as another (normalize shows it)
+            roles = [alias.get(r, r) for r in roles]
         if open_last and gen:
             raise RenderError(
-                "the last message is open (complete=False) and add_generation_prompt=True asks "
-                "for a new assistant turn; use one or the other",
+                "the last message is open (complete=False) and a generation prompt was asked "
+                "for (add_generation_prompt=True, or a format that always writes one); use one or the other",
                 index=len(roles) - 1,
                 format=self.name,
             )
-        return self._plan(roles, contents, open_last, gen)
+        return self._plan(variant, roles, contents, open_last, gen, self._values(variant, date))
 
-    def _plan(self, roles: list[str], contents: list[str], open_last: bool, gen: bool) -> _Rendering:
-        c = self._c
+    def _plan(
+        self,
+        variant: _Variant,
+        roles: list[str],
+        contents: list[str],
+        open_last: bool,
+        gen: bool,
+        values: tuple[str, ...],
+    ) -> _Rendering:
+        c = variant.compiled
         if open_last and not contents[-1]:
             # An open turn with no content is the generation prompt.
             if roles[-1] != ASSISTANT:
@@ -232,31 +316,34 @@ class Format:
             raise UnsupportedConversationError(
                 f"{self.name} has no generation prompt", index=len(roles) - 1 if roles else None, format=self.name
             )
-        plan = self._planner.plan(roles, open_last, gen)
+        plan = variant.planner.plan(roles, open_last, gen)
         given = list(contents)
         for i, fn in plan.transforms:
             contents[i] = fn(contents[i])
         if open_last and not contents[-1]:  # only whitespace, which the template trims away
-            return self._plan(roles, contents, True, False)
+            return self._plan(variant, roles, contents, True, False, values)
+        if not self._fast_ok and roles and roles[0] == "system" and plan.order[0] == 0 and not contents[0]:
+            # The template writes its default for an empty system message, as for none.
+            return self._plan(variant, roles[1:], given[1:], open_last, gen, values)
         n = len(roles)
         if gen:  # what a generation prompt written from a message rule is written for
             roles.append(ASSISTANT)
             contents.append("")
-        return _Rendering(plan, roles, contents, n, open_last, gen and c.gen_text != "", given)
+        return _Rendering(variant, plan, roles, contents, n, open_last, gen and c.gen_text != "", given, values)
 
     def _checked(self, r: _Rendering) -> str:
         plan, contents = r.plan, r.contents
-        guards = self._c.guards
+        guards = r.variant.compiled.guards
         suspect = any(not guards[id(s)].passes(contents[i]) for i, s in zip(plan.contents, plan.slots, strict=True))
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
-        text = plan.build(r.roles, contents)
-        if suspect and self._scanner.scan(text) != r.expected():
+        text = plan.build(r.roles, contents, r.values)
+        if suspect and r.variant.scanner.scan(text) != r.expected():
             raise self._unsafe(r)
         return text
 
     def _unsafe(self, r: _Rendering) -> UnsafeContentError:
-        rules = self._c.rules
+        rules = r.variant.compiled.rules
         for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
             rule = rules[id(slot)]
             found = _find_delimiter(r.contents[i], rule.anywhere, rule.at_start)
@@ -285,37 +372,84 @@ class Format:
 
     # -- parse -----------------------------------------------------------------
 
-    def parse(self, text: str) -> list[Message]:
+    def parse(self, text: str, **options: Any) -> list[Message]:
         r"""Read a prompt or transcript back into messages.
 
         A text that ends inside a turn (a generation prompt, a prefilled reply)
         gives that turn last, with ``complete=False``. Text that is not a
         document of the format raises ParseError with the line, column and what
-        was expected.
+        was expected. A text written with other values of the template's options
+        (``enable_thinking=False``...) is read too; ``options_in`` tells which.
 
         >>> from chatgrammar import get_format
         >>> get_format("chatml").parse("<|im_start|>user\nHi<|im_end|>\n")
         [Message(role='user', content='Hi', complete=True)]
         """
-        got = self._scan_text(text)
-        if got is not None:
-            return got
-        if not isinstance(text, str):
-            raise TypeError(f"parse() takes a str, not {type(text).__name__}")
-        return self.lark.parse(text)
+        if not options:
+            got = self._scan_text(text)
+            if got is not None:
+                return got
+            if not isinstance(text, str):
+                raise TypeError(f"parse() takes a str, not {type(text).__name__}")
+            for variant in self._all_variants()[1:]:
+                got = variant.scanner.scan(text)
+                if got is not None:
+                    return got
+            return self.lark.parse(text)
+        variant = self._variant(options)
+        got = variant.scanner.scan(text)
+        return got if got is not None else variant.lark.parse(text)
+
+    def options_in(self, text: str) -> dict[str, Any]:
+        """The render options ``text`` was written with: the template's switches, and the date.
+
+        ``render(parse(text), **options_in(text)) == text`` for every text that parses.
+        """
+        for variant in self._all_variants():
+            found: dict[str, str] = {}
+            if variant.scanner.scan(text, found) is not None:
+                out: dict[str, Any] = dict(variant.compiled.options)
+                if found:
+                    terminal, fmt = self._header["date"]
+                    written = found[terminal]
+                    if written != self._header.get("date-default"):
+                        out["date"] = datetime.datetime.strptime(written, fmt).date()
+                return out
+        self.lark.parse(text)  # raises the positioned error
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _compile_and_scan(self, text: str) -> list[Message] | None:
-        self._c  # noqa: B018 - compiling replaces self._scan_text with the scanner's method
+        self._variant(None)  # compiling replaces self._scan_text with the scanner's method
         return self._scan_text(text)
+
+
+class _Variant:
+    """A format compiled for one assignment of its options."""
+
+    def __init__(self, compiled: Compiled) -> None:
+        self.compiled = compiled
+        self.planner = Planner(compiled)
+        self.scanner = Scanner(compiled)
+        self._lark: LarkParser | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def lark(self) -> LarkParser:
+        if self._lark is None:
+            with self._lock:
+                if self._lark is None:
+                    self._lark = LarkParser(self.compiled)
+        return self._lark
 
 
 class _Rendering:
     """A conversation ready to write: its plan, roles and (trimmed) contents."""
 
-    __slots__ = ("contents", "gen_marker", "given", "n", "open_last", "plan", "roles")
+    __slots__ = ("variant", "plan", "roles", "contents", "n", "open_last", "gen_marker", "given", "values")
 
     def __init__(
         self,
+        variant: _Variant,
         plan: Plan,
         roles: list[str],
         contents: list[str],
@@ -323,24 +457,50 @@ class _Rendering:
         open_last: bool,
         gen_marker: bool,
         given: list[str],
+        values: tuple[str, ...],
     ) -> None:
-        self.given = given  # the contents as the caller gave them, before trimming
+        self.variant = variant
         self.plan = plan
         self.roles = roles
         self.contents = contents
         self.n = n  # the caller's messages (a generation prompt adds an entry after them)
         self.open_last = open_last
         self.gen_marker = gen_marker  # parsing the text ends with the open assistant turn
+        self.given = given  # the contents as the caller gave them, before trimming
+        self.values = values  # the variables' texts (the date)
 
     def expected(self) -> list[Message]:
-        """What parsing the written text must give back."""
-        n = self.n
-        out = [make_message(self.roles[i], self.contents[i], True) for i in range(n)]
-        if self.open_last:
-            out[-1] = make_message(self.roles[n - 1], self.contents[n - 1], False)
+        """What parsing the written text must give back, in the order the text holds it."""
+        c = self.variant.compiled
+        out: list[Message] = []
+        for i in self.plan.order:
+            if i == -1:
+                text = "".join(p if isinstance(p, str) else self.values[c.variables.index(p[1].terminal)]
+                               for p in c.default_system or [])
+                out.append(make_message("system", text, True))
+                continue
+            role = self.plan.role_forms.get(i, _same)(self.roles[i])
+            out.append(make_message(role, self.contents[i], not (self.open_last and i == self.n - 1)))
+        if c.merge_sep is not None and c.user_pattern is not None:
+            _merge_system(out, c.merge_sep, c.user_pattern)
         if self.gen_marker:
             out.append(make_message(ASSISTANT, "", False))
         return out
+
+
+def _same(role: str) -> str:
+    return role
+
+
+def _merge_system(out: list[Message], sep: str, user_pattern: str) -> None:
+    """A system message written into the user turn after it reads back as that user turn."""
+    for k in range(len(out) - 1):
+        system, user = out[k], out[k + 1]
+        if system.role == "system" and user.role == "user":
+            merged = system.content + sep + user.content
+            if re.fullmatch(user_pattern, merged):
+                out[k : k + 2] = [make_message("user", merged, user.complete)]
+            return
 
 
 def _find_delimiter(text: str, anywhere: list[str], at_start: list[str]) -> tuple[str, int] | None:

@@ -28,7 +28,7 @@ from lark.lexer import PatternStr
 from lark.load_grammar import GrammarBuilder, _literal_to_pattern
 
 from ._errors import GrammarError
-from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
+from ._ir import Alt, Cond, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
 
 __all__ = ["HEADER_KEYS", "GrammarSpec", "load_grammar", "read_header"]
 
@@ -43,13 +43,31 @@ HEADER_KEYS: dict[str, str] = {
     "stop": "terminals whose text ends an assistant turn (the stop strings)",
     "bos": "the terminal holding the BOS token",
     "eos": "the terminal holding the EOS token",
+    "options": "the template's switches with their values, the default first: enable_thinking=true|false",
+    "date": "a slot the template fills with a date, and its strftime format: DATE %d %b %Y",
+    "date-default": "the date text the template writes when no date is given (default: today)",
+    "default-system": "a rule whose text the template writes as the system message when there is none",
+    "default-system-if": "when the default applies: not-first (default), no-system, or not-first-or-empty",
+    "merge-system": "the separator of a system message the template writes into a user turn",
+    "system-at": "where the template writes the system message: first (default) or last-user",
+    "generation": "on-request (default) or always: the template writes the generation prompt either way",
+    "role-alias": "roles the template writes as another role: tool=ipython, chatbot=assistant",
     "order-error": "the template's reason when the role order is not allowed",
     "role-error": "the template's reason when a role is not allowed",
     "description": "one line saying what the format is",
 }
 _LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop"}
 _HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
-_TRANSFORMS = {"_strip": "strip", "_lstrip": "lstrip", "_rstrip": "rstrip"}
+_TRANSFORMS = {
+    "_strip": "strip",
+    "_lstrip": "lstrip",
+    "_rstrip": "rstrip",
+    "_strip_nl": "strip_nl",
+    "_lstrip_nl": "lstrip_nl",
+    "_rstrip_nl": "rstrip_nl",
+}
+_ROLE_TRANSFORMS = {"_title": "title"}
+CONDITION = "_if"
 ROLE_SLOT = "ROLE"
 GENERIC_RULE = "message"
 GENERATION_RULE = "generation"
@@ -66,7 +84,7 @@ class GrammarSpec:
     terminals: dict[str, str]  # literal terminal name -> its text
     slots: list[str]  # declared slot terminal names
     roles: list[str] | None  # None: any role
-    rule_lines: dict[str, int] = field(default_factory=dict)
+    default_system: Node | None = None  # the header's default-system rule, as IR
 
     @property
     def name(self) -> str:
@@ -98,15 +116,10 @@ def read_header(source: str, origin: str = "<grammar>") -> dict[str, Any]:
             )
         if key in header:
             raise GrammarError(f"header key {key!r} given twice", source=origin, line=lineno)
-        if key in _LIST_KEYS:
-            header[key] = [
-                v
-                for v in re.split(r"[,\s]+" if key in ("tokens", "markers", "stop", "roles") else r",", value)
-                if v.strip()
-            ]
-            header[key] = [v.strip() for v in header[key]]
-        else:
-            header[key] = value
+        try:
+            header[key] = _header_value(key, value)
+        except ValueError as e:
+            raise GrammarError(f"header {key!r}: {e}", source=origin, line=lineno) from None
     if "name" not in header:
         raise GrammarError("the header has no '// name: ...' line", source=origin, line=1)
     if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", header["name"]):
@@ -116,6 +129,53 @@ def read_header(source: str, origin: str = "<grammar>") -> dict[str, Any]:
             line=1,
         )
     return header
+
+
+_CHOICES = {
+    "default-system-if": ("not-first", "no-system", "not-first-or-empty"),
+    "system-at": ("first", "last-user"),
+    "generation": ("on-request", "always"),
+}
+
+
+def _header_value(key: str, value: str) -> Any:
+    if key in ("aliases", "models"):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if key in ("tokens", "markers", "stop", "roles"):
+        return [v for v in re.split(r"[,\s]+", value) if v]
+    if key == "options":
+        return _options(value)
+    if key == "role-alias":
+        pairs = [item.split("=") for item in (v.strip() for v in value.split(",")) if item]
+        if any(len(p) != 2 or not all(x.strip() for x in p) for p in pairs):
+            raise ValueError("write role=written_as pairs: tool=ipython")
+        return {a.strip(): b.strip() for a, b in pairs}
+    if key == "date":
+        terminal, _, fmt = value.partition(" ")
+        if not terminal or not fmt.strip():
+            raise ValueError("write the slot then the strftime format: DATE %d %b %Y")
+        return (terminal, fmt.strip())
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ValueError(f"{value!r} is not one of {', '.join(_CHOICES[key])}")
+    return value
+
+
+def _options(value: str) -> dict[str, list[Any]]:
+    """``name=default|other, ...`` -> {name: [default, other]}, "true"/"false" as bools."""
+    options: dict[str, list[Any]] = {}
+    for item in (v.strip() for v in value.split(",")):
+        name, eq, choices = item.partition("=")
+        if not eq or not re.fullmatch(r"[a-z_][a-z0-9_]*", name.strip()) or not choices.strip():
+            raise ValueError(f"{item!r} is not name=default|other")
+        values = [_option_value(v.strip()) for v in choices.split("|")]
+        if values in ([True], [False]):
+            values = [values[0], not values[0]]
+        options[name.strip()] = values
+    return options
+
+
+def _option_value(text: str) -> Any:
+    return {"true": True, "false": False}.get(text, text)
 
 
 def load_grammar(source: str, *, origin: str, import_paths: Sequence[str]) -> GrammarSpec:
@@ -181,7 +241,14 @@ class _Builder:
                 self.slots.append(name)
             else:
                 self.terminals[name] = self.literal_terminal(name, d.tree)
-        for key in ("tokens", "markers", "stop", "bos", "eos"):
+        date = self.header.get("date")
+        if date and date[0] not in self.slots:
+            raise GrammarError(
+                f"header 'date' names {date[0]!r}; declare it with %declare",
+                source=self.origin,
+                line=_header_line(self.source, "date"),
+            )
+        for key in ("tokens", "markers", "stop", "bos", "eos", "merge-system"):
             value = self.header.get(key)
             names = value if isinstance(value, list) else ([value] if value else [])
             for t in names:
@@ -194,6 +261,9 @@ class _Builder:
         if "start" not in self.defs:
             raise GrammarError("the grammar has no 'start' rule", source=self.origin)
         start = self.rule("start", {})
+        default_system = None
+        if self.header.get("default-system"):
+            default_system = self.rule(self.header["default-system"], {})
         return GrammarSpec(
             source=self.source,
             origin=self.origin,
@@ -202,6 +272,7 @@ class _Builder:
             terminals=self.terminals,
             slots=self.slots,
             roles=self.roles,
+            default_system=default_system,
         )
 
     def literal_terminal(self, name: str, tree: Tree[Any]) -> str:
@@ -329,21 +400,44 @@ class _Builder:
         if name in self.terminals:
             return Lit(self.terminals[name], terminal=name)
         if name in self.slots:
+            if name == self.header.get("date", ("",))[0]:
+                return Slot(terminal=name, field="var")
             return Slot(terminal=name, field="role" if name.rsplit("__", 1)[-1] == ROLE_SLOT else "content")
         raise self.error(f"rule {rule!r} uses terminal {name}, which is not defined", rule)
+
+    def condition(self, args: list[Any], env: dict[str, Any], rule: str) -> Node:
+        """``_if{"option=value", body}``: the body, written only under that option value."""
+        if len(args) != 2:
+            raise self.error(f'rule {rule!r}: _if{{"option=value", ...}} takes a condition and a body', rule)
+        guard = args[0]
+        try:
+            text = self.literal_text(guard, f"rule {rule}")
+        except GrammarError:
+            raise self.error(f'rule {rule!r}: the condition of _if{{...}} must be a string "option=value"', rule)
+        name, _, value_text = text.partition("=")
+        options = self.header.get("options", {})
+        if name not in options:
+            raise self.error(f"rule {rule!r}: _if{{...}} names option {name!r}, which the header does not declare", rule)
+        value = _option_value(value_text)
+        if value not in options[name]:
+            raise self.error(f"rule {rule!r}: option {name!r} has no value {value_text!r}", rule)
+        return Cond(name, value, self.item(args[1], env, rule))
 
     def template(self, usage: Tree[Any], env: dict[str, Any], rule: str) -> Node:
         head, *args = usage.children
         assert isinstance(head, NonTerminal)
         name = head.name
-        if name in _TRANSFORMS:
+        if name in _TRANSFORMS or name in _ROLE_TRANSFORMS:
+            field = "content" if name in _TRANSFORMS else "role"
             if len(args) != 1:
                 raise self.error(f"{name}{{...}} takes one slot", rule)
             inner = self.item(args[0], env, rule)
-            if not isinstance(inner, Slot) or inner.field != "content":
-                raise self.error(f"rule {rule!r}: {name}{{...}} must wrap a content slot", rule)
-            inner.transform = _TRANSFORMS[name]
+            if not isinstance(inner, Slot) or inner.field != field:
+                raise self.error(f"rule {rule!r}: {name}{{...}} must wrap a {field} slot", rule)
+            inner.transform = {**_TRANSFORMS, **_ROLE_TRANSFORMS}[name]
             return inner
+        if name == CONDITION:
+            return self.condition(args, env, rule)
         d = self.defs.get(name)
         if d is None or not d.params:
             raise self.error(f"rule {rule!r}: {name} is not a template", rule)

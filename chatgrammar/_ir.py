@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Alt", "Gen", "Lit", "Msg", "Node", "Opt", "Seq", "Slot", "Star", "walk"]
+__all__ = ["Alt", "Cond", "Gen", "Lit", "Msg", "Node", "Opt", "Seq", "Slot", "Star", "resolve", "walk"]
 
 
 class Node:
@@ -30,11 +30,14 @@ class Lit(Node):
 
 @dataclass(eq=False)
 class Slot(Node):
-    """A place filled from a message: its content (``field="content"``) or its role."""
+    """A place filled in at render time: a message's content or role, or a variable (a date).
+
+    ``field`` is "content", "role" or "var".
+    """
 
     terminal: str
     field: str
-    transform: str | None = None  # "strip", "lstrip" or "rstrip", declared with _strip{...}
+    transform: str | None = None  # declared with _strip{...}, _lstrip_nl{...}, _title{...}
     # Filled in by the compiler: the regex of the text this slot occurrence accepts.
     pattern: str = ""
 
@@ -70,6 +73,15 @@ class Msg(Node):
 
 
 @dataclass(eq=False)
+class Cond(Node):
+    """Written only when the render option ``option`` has ``value`` (``_if{"option=value", ...}``)."""
+
+    option: str
+    value: object
+    body: Node
+
+
+@dataclass(eq=False)
 class Gen(Node):
     """The generation prompt (the rule named ``generation``); its body may be empty."""
 
@@ -86,5 +98,28 @@ def walk(node: Node) -> Iterator[Node]:
             stack.extend(reversed(n.items))
         elif isinstance(n, (Opt, Star)):
             stack.append(n.item)
-        elif isinstance(n, (Msg, Gen)):
+        elif isinstance(n, (Msg, Gen, Cond)):
             stack.append(n.body)
+
+
+def resolve(node: Node, options: dict[str, object]) -> Node:
+    """A copy of ``node`` for these option values: each Cond becomes its body or nothing."""
+    if isinstance(node, Cond):
+        return resolve(node.body, options) if options[node.option] == node.value else Seq(())
+    if isinstance(node, Seq):
+        return Seq(tuple(resolve(i, options) for i in node.items))
+    if isinstance(node, Alt):
+        return Alt(tuple(resolve(i, options) for i in node.items))
+    if isinstance(node, Opt):
+        return Opt(resolve(node.item, options))
+    if isinstance(node, Star):
+        return Star(resolve(node.item, options))
+    if isinstance(node, Msg):
+        return Msg(node.role, node.rule, resolve(node.body, options), node.key)
+    if isinstance(node, Gen):
+        return Gen(resolve(node.body, options))
+    if isinstance(node, Lit):
+        return Lit(node.text, node.terminal)
+    if isinstance(node, Slot):
+        return Slot(node.terminal, node.field, node.transform)
+    raise AssertionError(node)

@@ -22,10 +22,17 @@ from ._compiler import ASSISTANT, Compiled
 from ._errors import ParseError
 from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
+from ._render import ROLE_TRANSFORMS
 
 __all__ = ["LarkParser", "lark_grammar"]
 
 _END = "$END"
+
+
+class _NotCanonical(Exception):
+    def __init__(self, pos: int, role: str) -> None:
+        self.pos = pos
+        self.role = role
 
 
 class _EmptyOpen(Exception):
@@ -117,20 +124,22 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     for s, target, atom in edges:
         if isinstance(atom, Lit):
             sym = names.literal(atom.text)
+        elif isinstance(atom, Slot):  # a variable (a date): read, not returned
+            sym = names.slot(atom)
         elif isinstance(atom, Gen):
             sym = "gen"
             if "gen" not in rules:
                 rules["gen"] = [body(atom.body, unwrap=True)]
-                callbacks["gen"] = _generation_callback
+                callbacks["gen"] = _generation_callback(compiled, names)
         else:
             assert isinstance(atom, Msg)
             shape = compiled.shapes[atom.rule]
             sym = f"m_{atom.rule}"
             if sym not in rules:
                 rules[sym] = [body(shape.body)]
-                callbacks[sym] = _message_callback(shape.role, names, complete=True)
+                callbacks[sym] = _message_callback(shape.role, shape.role_slot, names, complete=True)
                 rules[f"o_{atom.rule}"] = [body(shape.open_body, unwrap=True)]
-                callbacks[f"o_{atom.rule}"] = _message_callback(shape.role, names, complete=False)
+                callbacks[f"o_{atom.rule}"] = _message_callback(shape.role, shape.role_slot, names, complete=False)
             if (s, atom.rule) not in seen_open:
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
@@ -156,16 +165,23 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     return "\n".join(lines) + "\n", names, callbacks
 
 
-def _generation_callback(children: list[Any]) -> Message:
-    for tok in children:
-        if tok is not None and str(tok) != ASSISTANT:
-            raise _EmptyOpen(tok.start_pos, str(tok))
-    return make_message(ASSISTANT, "", False)
+def _generation_callback(compiled: Compiled, names: _Names) -> Callable[[list[Any]], Message]:
+    """The generation prompt reads as an open assistant turn; a role it writes must be that."""
+    slot = compiled.gen_role_slot
+    written = ROLE_TRANSFORMS[slot.transform][0](ASSISTANT) if slot is not None and slot.transform else ASSISTANT
+
+    def build(children: list[Any]) -> Message:
+        for tok in children:
+            if tok is not None and names.fields.get(tok.type) == "role" and str(tok) != written:
+                raise _EmptyOpen(tok.start_pos, str(tok))
+        return make_message(ASSISTANT, "", False)
+
+    return build
 
 
 def _append(children: list[Any]) -> list[Message]:
     acc: list[Message] = children[0]
-    if len(children) > 1:
+    if len(children) > 1 and isinstance(children[1], Message):
         acc.append(children[1])
     return acc
 
@@ -174,15 +190,24 @@ def _finish(children: list[Any]) -> list[Message]:
     return _append(children)
 
 
-def _message_callback(role: str | None, names: _Names, complete: bool) -> Callable[[list[Any]], Message]:
+def _message_callback(
+    role: str | None, role_slot: Slot | None, names: _Names, complete: bool
+) -> Callable[[list[Any]], Message]:
+    inverse = ROLE_TRANSFORMS[role_slot.transform] if role_slot is not None and role_slot.transform else None
+
     def build(children: list[Any]) -> Message:
         r, content = role, ""
         for tok in children:
             if tok is None:
                 continue
-            if names.fields[tok.type] == "role":
+            field = names.fields[tok.type]
+            if field == "role":
                 r = str(tok)
-            else:
+                if inverse is not None:
+                    if inverse[0](inverse[1](r)) != r:
+                        raise _NotCanonical(tok.start_pos, r)
+                    r = inverse[1](r)
+            elif field == "content":
                 content = str(tok)
         assert r is not None
         return make_message(r, content, complete)
@@ -205,6 +230,13 @@ class LarkParser:
             result: list[Message] = self.lark.parse(text)  # type: ignore[assignment]  # the transformer's output
         except UnexpectedInput as e:
             raise self._error(text, e) from None
+        except _NotCanonical as e:
+            raise ParseError(
+                f"the role {e.role!r} is not written the way {self.format} writes roles",
+                text=text,
+                pos=e.pos,
+                format=self.format,
+            ) from None
         except _EmptyOpen as e:
             raise ParseError(
                 f"the text ends with an empty {e.role!r} turn; only the assistant's turn can be "

@@ -43,6 +43,7 @@ class SlotRules:
     at_end: list[str] = field(default_factory=list)  # ends the slot when followed by the end of text
     at_start: list[str] = field(default_factory=list)  # refused at the slot's first character
     last: list[str] = field(default_factory=list)  # refused as the slot's last characters
+    after: list[str] = field(default_factory=list)  # the literal text that can follow ("": the end, or a slot)
     pattern: str = ""  # matches one or more characters
 
 
@@ -69,6 +70,7 @@ def derive_slot_rules(start: Node, tokens: Iterable[str], markers: Iterable[str]
         r.at_end = ends
         r.at_start = _start_refusals(pos, preds, p, r.anywhere, tokens, markers)
         r.last = _end_refusals(pos, p, r.anywhere)
+        r.after = list(dict.fromkeys(_texts_after(pos, p, 64)))
         r.anywhere = list(dict.fromkeys(r.anywhere))
         r.pattern = slot_pattern(r, atom.transform)
         atom.pattern = r.pattern
@@ -262,7 +264,13 @@ def slot_pattern(rules: SlotRules, transform: str | None) -> str:
         head = "(?!" + _alternation(re_escape(s) for s in rules.at_start) + ")"
     if transform in ("strip", "lstrip"):
         head += r"(?!\s)"
-    tail = r"(?<!\s)" if transform in ("strip", "rstrip") else ""
+    elif transform in ("strip_nl", "lstrip_nl"):
+        head += r"(?!\n)"
+    tail = ""
+    if transform in ("strip", "rstrip"):
+        tail = r"(?<!\s)"
+    elif transform in ("strip_nl", "rstrip_nl"):
+        tail = r"(?<!\n)"
     return f"{head}{one}{body}{tail}"
 
 

@@ -23,37 +23,50 @@ from ._errors import UnsafeContentError, UnsupportedConversationError
 from ._ir import Gen, Lit, Msg, Slot
 from ._patterns import Guard
 
-__all__ = ["TRANSFORMS", "Plan", "Planner"]
+__all__ = ["ROLE_TRANSFORMS", "TRANSFORMS", "Plan", "Planner"]
 
 _CODEGEN_LIMIT = 256  # longer conversations are written piece by piece instead of compiled
 _CACHE_LIMIT = 4096
-TRANSFORMS: dict[str, Callable[[str], str]] = {"strip": str.strip, "lstrip": str.lstrip, "rstrip": str.rstrip}
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "strip": str.strip,
+    "lstrip": str.lstrip,
+    "rstrip": str.rstrip,
+    "strip_nl": lambda s: s.strip("\n"),
+    "lstrip_nl": lambda s: s.lstrip("\n"),
+    "rstrip_nl": lambda s: s.rstrip("\n"),
+}
+# Role transforms: how the template writes a role, and how the parser reads it back.
+ROLE_TRANSFORMS: dict[str | None, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    "title": (str.title, str.lower),
+}
 
 Key = tuple[tuple[str, ...], bool, bool]
 Step = tuple[Any, ...]  # ("lit", text) | ("msg", shape, index, open) | ("gen",)
 Search = tuple[int, int, bool, bool]  # automaton state, messages written, prompt written, closed
 Parents = dict[Search, "tuple[Search, Step] | None"]
-Build = Callable[[list[str], list[str]], str]
+Build = Callable[[list[str], list[str], tuple[str, ...]], str]
 
 
 @dataclass
 class Plan:
     """How to write one conversation shape.
 
-    ``fast(messages)`` reads plain dicts (``fast_models`` Message objects) and
-    trims, checks and writes in one go; it returns None when anything is unusual
-    (a guard trips, a content is not a string, a Message is open) and the caller
-    takes the general path. ``build`` writes roles and contents already read and
-    trimmed.
+    ``fast(messages, variables)`` reads plain dicts (``fast_models`` Message
+    objects) and trims, checks and writes in one go; it returns None when
+    anything is unusual (a guard trips, a content is not a string, a Message is
+    open) and the caller takes the general path. ``build`` writes roles and
+    contents already read and trimmed.
     """
 
-    pieces: list[Piece]  # literals and ("c"|"r", i) / ("?", i, pieces) references
+    pieces: list[Piece]  # literals, ("c", i), ("r", i, transform), ("v", k), ("?", i, pieces)
     transforms: tuple[tuple[int, Callable[[str], str]], ...]
-    contents: tuple[int, ...]  # message indices whose content is written
+    contents: tuple[int, ...]  # message indices whose content is written, in text order
     slots: tuple[Slot, ...]  # the content slot each of those is written into
+    order: tuple[int, ...]  # message indices in text order; -1 is the default system message
+    role_forms: dict[int, Callable[[str], str]]  # how a role the template transforms reads back
     open_check: Callable[[str], object] | None  # fullmatch of the open last turn's content
-    fast: Callable[[list[Any]], str | None]
-    fast_models: Callable[[list[Any]], str | None]
+    fast: Callable[[list[Any], tuple[str, ...]], str | None]
+    fast_models: Callable[[list[Any], tuple[str, ...]], str | None]
     build: Build
 
 
@@ -64,6 +77,9 @@ class Planner:
         self.roles = sorted({s.role for s in compiled.shapes.values() if s.role is not None})
         self.generic = any(s.role is None for s in compiled.shapes.values())
         self.role_match = re.compile(compiled.role_pattern).fullmatch if compiled.role_pattern else None
+        header = compiled.spec.header
+        self.default_if = header.get("default-system-if", "not-first")
+        self.system_at = header.get("system-at", "first")
 
     def plan(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
         key = (tuple(roles), open_last, gen)
@@ -76,33 +92,54 @@ class Planner:
                 self.cache[key] = plan
         return plan
 
+    def text_order(self, roles: list[str]) -> list[int]:
+        """Message indices in the order the template writes them; -1: the default system message."""
+        n = len(roles)
+        order = list(range(n))
+        if self.c.default_system is not None:
+            if (self.default_if == "no-system" and "system" not in roles) or (
+                self.default_if != "no-system" and n and roles[0] != "system"
+            ):
+                order.insert(0, -1)
+        if self.system_at == "last-user" and n >= 2 and roles[0] == "system":
+            order = order[1:-1] + [0, order[-1]]
+        return order
+
     def _make(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
-        steps = self._path(roles, open_last, gen)
         c = self.c
+        order = self.text_order(roles)
+        path_roles = ["system" if i == -1 else roles[i] for i in order]
+        steps = self._path(path_roles, open_last, gen)
         pieces: list[Piece] = []
         transforms: list[tuple[int, Callable[[str], str]]] = []
         contents: list[int] = []
         slots: list[Slot] = []
         open_check = None
+        role_forms: dict[int, Callable[[str], str]] = {}
         for step in steps:
             if step[0] == "lit":
                 pieces.append(step[1])
+            elif step[0] == "var":
+                pieces.append(("v", c.variables.index(step[1].terminal)))
             elif step[0] == "gen":
                 # The prompt is fixed text, or a message rule's head written for the
                 # entry the caller appends after the messages: ("assistant", "").
-                if c.gen_rule is not None:
-                    pieces += _bind(c.shapes[c.gen_rule].head_pieces, len(roles))
-                else:
-                    pieces.append(c.gen_text or "")
+                pieces += _bind(c.gen_pieces or [], len(roles), c)
             else:
-                _, shape, i, is_open = step
-                pieces += _bind(shape.open_pieces if is_open else shape.pieces, i)
+                _, shape, j, is_open = step
+                i = order[j]
+                if i == -1:
+                    pieces += _bind_default(shape.pieces, c)
+                    continue
+                pieces += _bind(shape.open_pieces if is_open else shape.pieces, i, c)
                 if shape.content.transform:
                     transforms.append((i, TRANSFORMS[shape.content.transform]))
                 contents.append(i)
                 slots.append(shape.content)
                 if shape.role_slot is not None:
-                    self._check_role(i, roles[i])
+                    self._check_role(i, _role_transform(shape.role_slot)(roles[i]))
+                    if shape.role_slot.transform:
+                        role_forms[i] = _role_reading(shape.role_slot.transform)
                 if is_open:
                     open_check = re.compile(shape.content.pattern).fullmatch
         merged = _merge(pieces)
@@ -112,7 +149,18 @@ class Planner:
         else:  # long conversations, and open turns (which need the open-turn check), take the general path
             build = _interpret(merged)
             fast = fast_models = _decline
-        return Plan(merged, tuple(transforms), tuple(contents), tuple(slots), open_check, fast, fast_models, build)
+        return Plan(
+            merged,
+            tuple(transforms),
+            tuple(contents),
+            tuple(slots),
+            tuple(order),
+            role_forms,
+            open_check,
+            fast,
+            fast_models,
+            build,
+        )
 
     def _check_role(self, i: int, role: str) -> None:
         """A role written into the text must not change the structure around it."""
@@ -154,6 +202,8 @@ class Planner:
                 step: Step
                 if isinstance(a, Lit):
                     nxt, step = (t.target, i, g, False), ("lit", a.text)
+                elif isinstance(a, Slot):  # a variable: written from the render options
+                    nxt, step = (t.target, i, g, False), ("var", a)
                 elif isinstance(a, Msg):
                     if g or i >= n:
                         continue
@@ -247,18 +297,53 @@ def _steps(parent: Parents, node: Search) -> list[Step]:
     return steps
 
 
-def _bind(pieces: list[Piece], i: int) -> list[Piece]:
-    """Shape pieces (slot references) -> plan pieces (message index references)."""
+def _bind(pieces: list[Piece], i: int, c: Compiled) -> list[Piece]:
+    """Shape pieces (slot references) -> plan pieces (message and variable indices)."""
     out: list[Piece] = []
     for p in pieces:
         if isinstance(p, str):
             out.append(p)
         elif p[0] == "?":
-            out.append(("?", i, _bind(p[2], i)))
+            out.append(("?", i, _bind(p[2], i, c)))
+        elif p[0] == "v":
+            out.append(("v", c.variables.index(p[1].terminal)))
+        elif p[0] == "r":
+            out.append(("r", i, p[1].transform))
         else:
-            assert isinstance(p[1], Slot)
-            out.append((p[0], i))
+            out.append(("c", i))
     return out
+
+
+def _bind_default(pieces: list[Piece], c: Compiled) -> list[Piece]:
+    """A system message's pieces, written with the format's default system message."""
+    default = _bind(c.default_system or [], -1, c)
+    out: list[Piece] = []
+    for p in pieces:
+        if isinstance(p, str):
+            out.append(p)
+        elif p[0] == "c":
+            out += default
+        elif p[0] == "r":
+            out.append(_role_transform(p[1])("system"))
+        elif p[0] == "v":
+            out.append(("v", c.variables.index(p[1].terminal)))
+        elif p[0] == "?" and default:
+            out += _bind_default(p[2], c)
+    return out
+
+
+def _role_reading(transform: str) -> Callable[[str], str]:
+    """How a role reads back once the template has written it (title-cased, then read lower)."""
+    write, read = ROLE_TRANSFORMS[transform]
+
+    def reading(role: str) -> str:
+        return read(write(role))
+
+    return reading
+
+
+def _role_transform(slot: Slot) -> Callable[[str], str]:
+    return ROLE_TRANSFORMS[slot.transform][0] if slot.transform else str
 
 
 def _merge(pieces: list[Piece]) -> list[Piece]:
@@ -297,7 +382,9 @@ def _fstring(pieces: list[Piece], k: _Source, content: Callable[[int], str], rol
         if p[0] == "c":
             return content(p[1])
         if p[0] == "r":
-            return role(p[1])
+            return f"{k.ref(ROLE_TRANSFORMS[p[2]][0])}({role(p[1])})" if p[2] else role(p[1])
+        if p[0] == "v":
+            return f"V[{p[1]}]"
         parts = [k.ref(q) if isinstance(q, str) else expr(q) for q in p[2]]
         return f"(({' + '.join(parts)}) if {content(p[1])} else E)"
 
@@ -306,7 +393,7 @@ def _fstring(pieces: list[Piece], k: _Source, content: Callable[[int], str], rol
 
 def _compile(
     pieces: list[Piece], transforms: dict[int, Callable[[str], str]], guards: dict[int, Guard], n: int
-) -> tuple[Callable[[list[Any]], str | None], Callable[[list[Any]], str | None], Build]:
+) -> tuple[Callable[[list[Any], tuple[str, ...]], str | None], Callable[[list[Any], tuple[str, ...]], str | None], Build]:
     """Generate ``fast`` (from dicts), ``fast_models`` (from Message objects) and ``build``.
 
     Message ``n``, when referenced, is the ("assistant", "") entry a generation
@@ -315,7 +402,7 @@ def _compile(
     k = _Source()
 
     def fast(read: Callable[[int, str], str], name: str, complete: str) -> list[str]:
-        lines = [f"def {name}(M, K=K, E=''):"]
+        lines = [f"def {name}(M, V, K=K, E=''):"]
         if complete and n:
             lines.append(f"    if not ({' and '.join(complete.format(i) for i in range(n))}):\n        return None")
         for i in sorted(guards):
@@ -345,34 +432,35 @@ def _compile(
 
     source = fast(lambda i, field: f'M[{i}]["{field}"]', "fast", "")
     source += fast(lambda i, field: f"M[{i}].{field}", "fast_models", "M[{}].complete")
-    source.append(
-        f"def build(R, C, K=K, E=''):\n    return f'{_fstring(pieces, k, lambda i: f'C[{i}]', lambda i: f'R[{i}]')}'"
-    )
+    build_body = _fstring(pieces, k, lambda i: f"C[{i}]", lambda i: f"R[{i}]")
+    source.append(f"def build(R, C, V, K=K, E=''):\n    return f'{build_body}'")
     namespace: dict[str, Any] = {}
     exec("\n".join(source) + "\n", {"K": tuple(k.values)}, namespace)
     return namespace["fast"], namespace["fast_models"], namespace["build"]
 
 
-def _decline(messages: list[Any]) -> None:
+def _decline(messages: list[Any], variables: tuple[str, ...]) -> None:
     return None
 
 
 def _interpret(pieces: list[Piece]) -> Build:
-    def build(R: list[str], C: list[str]) -> str:
+    def build(R: list[str], C: list[str], V: tuple[str, ...]) -> str:
         out: list[str] = []
-        _write(pieces, R, C, out)
+        _write(pieces, R, C, V, out)
         return "".join(out)
 
     return build
 
 
-def _write(pieces: list[Piece], R: list[str], C: list[str], out: list[str]) -> None:
+def _write(pieces: list[Piece], R: list[str], C: list[str], V: tuple[str, ...], out: list[str]) -> None:
     for p in pieces:
         if isinstance(p, str):
             out.append(p)
         elif p[0] == "c":
             out.append(C[p[1]])
         elif p[0] == "r":
-            out.append(R[p[1]])
+            out.append(ROLE_TRANSFORMS[p[2]][0](R[p[1]]) if p[2] else R[p[1]])
+        elif p[0] == "v":
+            out.append(V[p[1]])
         elif C[p[1]]:
-            _write(p[2], R, C, out)
+            _write(p[2], R, C, V, out)

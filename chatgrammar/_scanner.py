@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
-from ._ir import Gen, Lit, Msg
+from ._ir import Gen, Lit, Msg, Slot
 from ._message import BUILD, Message, make_message
 from ._patterns import re_escape
+from ._render import ROLE_TRANSFORMS
 
 __all__ = ["Scanner"]
 
@@ -66,27 +67,29 @@ class Scanner:
         lits: list[Alt] = []
         for t in compiled.dfa.transitions[state]:
             a = t.atom
-            if isinstance(a, Lit):
-                lit = re_escape(a.text)
+            if isinstance(a, (Lit, Slot)):  # a literal, or a variable (a date)
+                lit: RegexPart = re_escape(a.text) if isinstance(a, Lit) else SlotPart("var", a.pattern, False, a.terminal)
                 if depth < _FOLD_DEPTH:
                     for group, out in zip(
                         self._alternatives(t.target, depth + 1), (alts, opens, gens, lits), strict=True
                     ):
                         out += [([lit, *parts], action) for parts, action in group]
-                lits.append(([lit], (_LIT, t.target, None)))
+                lits.append(([lit], (_LIT, t.target, None, None)))
             elif isinstance(a, Msg):
                 shape = compiled.shapes[a.rule]
-                alts.append((shape.regex, (_MSG, t.target, shape.role)))
-                opens.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role)))
-            elif isinstance(a, Gen) and compiled.gen_rule is not None:
-                shape = compiled.shapes[compiled.gen_rule]
-                gens.append((shape.head_regex, (_GEN, t.target, shape.role)))
-            elif isinstance(a, Gen) and compiled.gen_text:
-                gens.append(([re_escape(compiled.gen_text)], (_GEN, t.target, ASSISTANT)))
+                inv = _inverse(shape.role_slot)
+                alts.append((shape.regex, (_MSG, t.target, shape.role, inv)))
+                opens.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv)))
+            elif isinstance(a, Gen) and compiled.gen_text != "":
+                role = None if compiled.gen_role_slot is not None else ASSISTANT
+                gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot))))
         return alts, opens, gens, lits
 
-    def scan(self, text: str) -> list[Message] | None:
-        """The messages of ``text``, or None when it is not a document of the format."""
+    def scan(self, text: str, found: dict[str, str] | None = None) -> list[Message] | None:
+        """The messages of ``text``, or None when it is not a document of the format.
+
+        ``found``, when given, receives the text of each variable (a date) by slot name.
+        """
         pos = 0
         end = len(text)
         entry = self.start
@@ -99,7 +102,10 @@ class Scanner:
             m = entry[0](text, pos)
             if m is None:
                 return None
-            kind, entry, role, role_group, content_group = entry[1][m.lastindex]
+            kind, entry, role, role_group, content_group, inverse, variables = entry[1][m.lastindex]
+            if found is not None:
+                for group, name in variables:
+                    found[name] = m[group]
             if kind == _LIT:
                 pos = m.end()
                 continue
@@ -112,6 +118,10 @@ class Scanner:
                 content, complete = "", False
             if role is None:
                 role = m[role_group]
+                if inverse is not None:  # the template wrote the role transformed (title-cased)
+                    written, role = role, inverse[1](role)
+                    if inverse[0](role) != written:
+                        return None  # not how the template writes any role
                 if kind == _GEN and role != ASSISTANT:
                     return None  # a turn opened empty for someone else is not a prompt
             if new is None:  # pragma: no cover - a pydantic without the slots make_message sets
@@ -127,6 +137,10 @@ class Scanner:
                 return out
             pos = m.end()
         return out if entry is None or entry[2] else None
+
+
+def _inverse(slot: Slot | None) -> tuple[Callable[[str], str], Callable[[str], str]] | None:
+    return ROLE_TRANSFORMS[slot.transform] if slot is not None and slot.transform else None
 
 
 def _end_entry(entries: list[list[Any] | None], state: int, accepting: list[bool]) -> list[Any] | None:
@@ -151,10 +165,11 @@ def _alternation(alts: list[Alt]) -> Alternation | None:
     out: list[str] = []
     actions: dict[int, tuple[Any, ...]] = {}
     group = 0
-    for parts, (kind, target, role) in alts:
+    for parts, (kind, target, role, inverse) in alts:
         group += 1
         outer = group
         role_group = content_group = None
+        variables: list[tuple[int, str]] = []
         out.append("|(" if out else "(")
         for part in parts:
             if isinstance(part, str):
@@ -163,11 +178,13 @@ def _alternation(alts: list[Alt]) -> Alternation | None:
             group += 1
             if part.field == "role":
                 role_group = group
-            else:
+            elif part.field == "content":
                 content_group = group
+            else:
+                variables.append((group, part.name))
             out.append(_atomic(part, group))
         out.append(")")
-        actions[outer] = (kind, target, role, role_group, content_group)
+        actions[outer] = (kind, target, role, role_group, content_group, inverse, tuple(variables))
     return re.compile("".join(out)).match, actions
 
 

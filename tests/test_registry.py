@@ -80,9 +80,9 @@ def test_get_format_passes_formats_through_and_rejects_other_types() -> None:
 
 def test_compiling_is_lazy() -> None:
     fmt = cg.Format(cg.get_format("chatml").grammar, origin="copy", import_paths=[str(_dir())])
-    assert fmt.name == "chatml" and fmt._compiled is None
+    assert fmt.name == "chatml" and fmt._default is None
     fmt.render([])
-    assert fmt._compiled is not None
+    assert fmt._default is not None
 
 
 def _dir():
