@@ -13,7 +13,16 @@ from ._automaton import Dfa, positions
 from ._errors import GrammarError
 from ._grammar import GrammarSpec
 from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, resolve, walk
-from ._patterns import Guard, SlotRules, derive_slot_rules, guard_for, re_escape, slot_pattern, triggers_for
+from ._patterns import (
+    Guard,
+    SlotRules,
+    date_pattern,
+    derive_slot_rules,
+    guard_for,
+    re_escape,
+    slot_pattern,
+    triggers_for,
+)
 
 __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "compile_spec"]
 
@@ -72,6 +81,7 @@ class Compiled:
     default_system: list[Piece] | None = None  # what the template writes when there is no system message
     merge_sep: str | None = None  # a system message is written into a user turn after this separator
     user_pattern: str | None = None  # the content pattern of a plain user turn (for merge-system)
+    date_format: str | None = None  # the strftime format of the date slot
 
     @property
     def name(self) -> str:
@@ -96,15 +106,18 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     gen_body = _generation(start, origin)
     rules = derive_slot_rules(start, tokens, markers, origin)
     _merge_occurrences(start, rules)
+    if spec.header.get("date"):
+        _date_slots(start, spec.header["date"], rules, origin)
+    fixed = sorted({m.role for m in _messages(start) if m.role is not None} | set(spec.header.get("role-alias", {})))
+    all_role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
+    if all_role_slots and fixed:  # before the shapes: their regexes read the slots' patterns
+        _refuse_fixed_roles(all_role_slots, rules, fixed)
     shapes: dict[str, Shape] = {}
     for msg in _messages(start):
         if msg.rule not in shapes:
             shapes[msg.rule] = _shape(msg, origin)
     dfa = Dfa.build(positions(start, _is_message_level_atom))
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
-    fixed = sorted({s.role for s in shapes.values() if s.role is not None} | set(spec.header.get("role-alias", {})))
-    if role_slots and fixed:
-        _refuse_fixed_roles(role_slots, rules, fixed)
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
     triggers = triggers_for(content_rules.values())
     default_system = None
@@ -131,11 +144,25 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         default_system=default_system,
         merge_sep=spec.terminals[spec.header["merge-system"]] if spec.header.get("merge-system") else None,
         user_pattern=user.content.pattern if user is not None else None,
+        date_format=spec.header["date"][1] if spec.header.get("date") else None,
     )
 
 
 def _is_message_level_atom(n: Node) -> bool:
     return isinstance(n, (Lit, Msg, Gen)) or (isinstance(n, Slot) and n.field == "var")
+
+
+def _date_slots(start: Node, date: tuple[str, str], rules: dict[int, SlotRules], origin: str) -> None:
+    """A date slot reads exactly what strftime writes, nothing else."""
+    terminal, fmt = date
+    try:
+        pattern = date_pattern(fmt)
+    except ValueError as e:
+        raise GrammarError(f"header 'date': {e}", source=origin) from None
+    for s in walk(start):
+        if isinstance(s, Slot) and s.field == "var" and s.terminal == terminal:
+            s.pattern = pattern
+            rules[id(s)].pattern = pattern
 
 
 def _refuse_fixed_roles(slots: list[Slot], rules: dict[int, SlotRules], fixed: list[str]) -> None:
@@ -256,7 +283,9 @@ def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
     groups: dict[tuple[str, ...] | tuple[str, int], list[Slot]] = {}
     for msg in _messages(start):
         for k, slot in enumerate(s for s in walk(msg.body) if isinstance(s, Slot)):
-            key = ("role",) if slot.field == "role" else ("var", slot.terminal) if slot.field == "var" else (msg.rule, k)
+            key = (
+                ("role",) if slot.field == "role" else ("var", slot.terminal) if slot.field == "var" else (msg.rule, k)
+            )
             groups.setdefault(key, []).append(slot)
     for g in (n for n in walk(start) if isinstance(n, Gen)):
         for slot in (s for s in walk(g.body) if isinstance(s, Slot)):

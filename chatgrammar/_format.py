@@ -14,7 +14,7 @@ from ._errors import ChatGrammarError, RenderError, UnsafeContentError, Unsuppor
 from ._grammar import GrammarSpec, load_grammar, read_header
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
-from ._render import ROLE_TRANSFORMS, Plan, Planner
+from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._scanner import Scanner
 
 __all__ = ["Format"]
@@ -346,10 +346,12 @@ class Format:
         rules = r.variant.compiled.rules
         for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
             rule = rules[id(slot)]
-            found = _find_delimiter(r.contents[i], rule.anywhere, rule.at_start)
+            encoded = slot.transform in READERS  # written as JSON: delimiters stand as they are in it
+            found = _find_delimiter(r.given[i] if encoded else r.contents[i], rule.anywhere, rule.at_start)
             if found:
                 delim, offset = found
-                offset += r.given[i].find(r.contents[i]) if r.contents[i] else 0  # back to the caller's text
+                if not encoded and r.contents[i]:
+                    offset += r.given[i].find(r.contents[i])  # back to the caller's text, before trimming
                 return UnsafeContentError(
                     f"message {i} ({r.roles[i]!r}) contains {delim!r} at offset {offset}, which is a "
                     f"delimiter of {self.name}: the model would read a different conversation. "
@@ -475,12 +477,15 @@ class _Rendering:
         out: list[Message] = []
         for i in self.plan.order:
             if i == -1:
-                text = "".join(p if isinstance(p, str) else self.values[c.variables.index(p[1].terminal)]
-                               for p in c.default_system or [])
+                text = "".join(
+                    p if isinstance(p, str) else self.values[c.variables.index(p[1].terminal)]
+                    for p in c.default_system or []
+                )
                 out.append(make_message("system", text, True))
                 continue
             role = self.plan.role_forms.get(i, _same)(self.roles[i])
-            out.append(make_message(role, self.contents[i], not (self.open_last and i == self.n - 1)))
+            content = self.plan.readers[i](self.contents[i]) if i in self.plan.readers else self.contents[i]
+            out.append(make_message(role, content, not (self.open_last and i == self.n - 1)))
         if c.merge_sep is not None and c.user_pattern is not None:
             _merge_system(out, c.merge_sep, c.user_pattern)
         if self.gen_marker:

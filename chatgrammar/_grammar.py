@@ -65,6 +65,7 @@ _TRANSFORMS = {
     "_strip_nl": "strip_nl",
     "_lstrip_nl": "lstrip_nl",
     "_rstrip_nl": "rstrip_nl",
+    "_tojson": "json",
 }
 _ROLE_TRANSFORMS = {"_title": "title"}
 CONDITION = "_if"
@@ -417,7 +418,9 @@ class _Builder:
         name, _, value_text = text.partition("=")
         options = self.header.get("options", {})
         if name not in options:
-            raise self.error(f"rule {rule!r}: _if{{...}} names option {name!r}, which the header does not declare", rule)
+            raise self.error(
+                f"rule {rule!r}: _if{{...}} names option {name!r}, which the header does not declare", rule
+            )
         value = _option_value(value_text)
         if value not in options[name]:
             raise self.error(f"rule {rule!r}: option {name!r} has no value {value_text!r}", rule)
@@ -426,7 +429,7 @@ class _Builder:
     def template(self, usage: Tree[Any], env: dict[str, Any], rule: str) -> Node:
         head, *args = usage.children
         assert isinstance(head, NonTerminal)
-        name = head.name
+        name = _unmangled(head.name)
         if name in _TRANSFORMS or name in _ROLE_TRANSFORMS:
             field = "content" if name in _TRANSFORMS else "role"
             if len(args) != 1:
@@ -452,6 +455,14 @@ class _Builder:
         finally:
             self.stack.pop()
         return body
+
+
+def _unmangled(name: str) -> str:
+    """A template's own name: Lark renames ``_strip`` imported into a fragment ``_frag__strip``."""
+    base = name.rsplit("__", 1)[-1]
+    if name.startswith("_") and not base.startswith("_"):
+        base = "_" + base
+    return base if base in _TRANSFORMS or base in _ROLE_TRANSFORMS or base == CONDITION else name
 
 
 def _header_line(source: str, key: str) -> int | None:

@@ -23,6 +23,8 @@ from ._errors import ParseError
 from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
 from ._render import ROLE_TRANSFORMS
+from ._patterns import date_check
+from ._scanner import _reader
 
 __all__ = ["LarkParser", "lark_grammar"]
 
@@ -30,9 +32,10 @@ _END = "$END"
 
 
 class _NotCanonical(Exception):
-    def __init__(self, pos: int, role: str) -> None:
+    def __init__(self, pos: int, text: str, what: str = "role") -> None:
         self.pos = pos
-        self.role = role
+        self.text = text
+        self.what = what
 
 
 class _EmptyOpen(Exception):
@@ -137,9 +140,11 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
             sym = f"m_{atom.rule}"
             if sym not in rules:
                 rules[sym] = [body(shape.body)]
-                callbacks[sym] = _message_callback(shape.role, shape.role_slot, names, complete=True)
+                callbacks[sym] = _message_callback(shape.role, shape.role_slot, shape.content, names, complete=True)
                 rules[f"o_{atom.rule}"] = [body(shape.open_body, unwrap=True)]
-                callbacks[f"o_{atom.rule}"] = _message_callback(shape.role, shape.role_slot, names, complete=False)
+                callbacks[f"o_{atom.rule}"] = _message_callback(
+                    shape.role, shape.role_slot, shape.content, names, complete=False
+                )
             if (s, atom.rule) not in seen_open:
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
@@ -157,6 +162,10 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     rules["start"] = start or ["s0"]
     callbacks["start"] = _finish
 
+    if compiled.date_format:  # a date token must be a real date, as the scanner requires
+        check = date_check(compiled.date_format)
+        for name, cb in list(callbacks.items()):
+            callbacks[name] = _checking_dates(cb, check, names)
     lines = [f"{name}: {' | '.join(alts)}" for name, alts in rules.items()]
     lines += [f"{name}: {_lark_string(text)}" for text, name in names.literals.items()]
     for key, name in names.slots.items():
@@ -179,6 +188,18 @@ def _generation_callback(compiled: Compiled, names: _Names) -> Callable[[list[An
     return build
 
 
+def _checking_dates(
+    callback: Callable[[list[Any]], Any], check: Callable[[str], bool], names: _Names
+) -> Callable[[list[Any]], Any]:
+    def checked(children: list[Any]) -> Any:
+        for tok in children:
+            if isinstance(tok, Token) and names.fields.get(tok.type) == "var" and not check(str(tok)):
+                raise _NotCanonical(tok.start_pos, str(tok), "date")
+        return callback(children)
+
+    return checked
+
+
 def _append(children: list[Any]) -> list[Message]:
     acc: list[Message] = children[0]
     if len(children) > 1 and isinstance(children[1], Message):
@@ -191,9 +212,10 @@ def _finish(children: list[Any]) -> list[Message]:
 
 
 def _message_callback(
-    role: str | None, role_slot: Slot | None, names: _Names, complete: bool
+    role: str | None, role_slot: Slot | None, content_slot: Slot, names: _Names, complete: bool
 ) -> Callable[[list[Any]], Message]:
     inverse = ROLE_TRANSFORMS[role_slot.transform] if role_slot is not None and role_slot.transform else None
+    decode = _reader(content_slot)
 
     def build(children: list[Any]) -> Message:
         r, content = role, ""
@@ -209,6 +231,11 @@ def _message_callback(
                     r = inverse[1](r)
             elif field == "content":
                 content = str(tok)
+                if decode is not None:
+                    value = decode(content)
+                    if value is None:
+                        raise _NotCanonical(tok.start_pos, content[:20], "content")
+                    content = value
         assert r is not None
         return make_message(r, content, complete)
 
@@ -232,7 +259,7 @@ class LarkParser:
             raise self._error(text, e) from None
         except _NotCanonical as e:
             raise ParseError(
-                f"the role {e.role!r} is not written the way {self.format} writes roles",
+                f"the {e.what} {e.text!r} is not written the way {self.format} writes it",
                 text=text,
                 pos=e.pos,
                 format=self.format,

@@ -18,14 +18,25 @@ backtracks more than one position per character.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ._automaton import INIT, Positions, positions
 from ._errors import GrammarError
 from ._ir import Lit, Node, Slot
 
-__all__ = ["Guard", "SlotRules", "derive_slot_rules", "guard_for", "re_escape", "slot_pattern", "triggers_for"]
+__all__ = [
+    "date_pattern",
+    "date_check",
+    "Guard",
+    "SlotRules",
+    "derive_slot_rules",
+    "guard_for",
+    "re_escape",
+    "slot_pattern",
+    "triggers_for",
+]
 
 _MAX_STOP = 256  # longest literal run followed when looking for a stop string
 
@@ -318,3 +329,46 @@ def _rarest(pat: str) -> str:
 
 def _cheapest_first(chars: list[str]) -> list[str]:
     return sorted(dict.fromkeys(chars), key=lambda c: -_RANK.get(c, len(_FREQUENCY)))
+
+
+_MONTHS = "January February March April May June July August September October November December".split()
+_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+_DIRECTIVES = {
+    "d": r"(?:0[1-9]|[12][0-9]|3[01])",
+    "m": r"(?:0[1-9]|1[0-2])",
+    "Y": r"[0-9]{4}",
+    "y": r"[0-9]{2}",
+    "b": "(?:" + "|".join(m[:3] for m in _MONTHS) + ")",
+    "B": "(?:" + "|".join(_MONTHS) + ")",
+    "a": "(?:" + "|".join(d[:3] for d in _DAYS) + ")",
+    "A": "(?:" + "|".join(_DAYS) + ")",
+    "%": "%",
+}
+
+
+def date_pattern(fmt: str) -> str:
+    """The regex of what ``date.strftime(fmt)`` writes (C locale); ValueError for other directives."""
+    out: list[str] = []
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            if i + 1 >= len(fmt) or fmt[i + 1] not in _DIRECTIVES:
+                raise ValueError(f"strftime directive {fmt[i : i + 2]!r} is not supported in a date slot")
+            out.append(_DIRECTIVES[fmt[i + 1]])
+            i += 2
+        else:
+            out.append(re_escape(fmt[i]))
+            i += 1
+    return "".join(out)
+
+
+def date_check(fmt: str) -> Callable[[str], bool]:
+    """Whether a text is exactly what strftime(fmt) writes for some date."""
+
+    def check(text: str) -> bool:
+        try:
+            return datetime.datetime.strptime(text, fmt).strftime(fmt) == text
+        except ValueError:
+            return False
+
+    return check

@@ -12,6 +12,7 @@ as a hand-written ``str.join``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from ._errors import UnsafeContentError, UnsupportedConversationError
 from ._ir import Gen, Lit, Msg, Slot
 from ._patterns import Guard
 
-__all__ = ["ROLE_TRANSFORMS", "TRANSFORMS", "Plan", "Planner"]
+__all__ = ["READERS", "ROLE_TRANSFORMS", "TRANSFORMS", "Plan", "Planner"]
 
 _CODEGEN_LIMIT = 256  # longer conversations are written piece by piece instead of compiled
 _CACHE_LIMIT = 4096
@@ -34,7 +35,10 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
     "strip_nl": lambda s: s.strip("\n"),
     "lstrip_nl": lambda s: s.lstrip("\n"),
     "rstrip_nl": lambda s: s.rstrip("\n"),
+    "json": lambda s: json.dumps(s, ensure_ascii=False),
 }
+# Content transforms that lose nothing: how the parser reads the written text back.
+READERS: dict[str, Callable[[str], Any]] = {"json": json.loads}
 # Role transforms: how the template writes a role, and how the parser reads it back.
 ROLE_TRANSFORMS: dict[str | None, tuple[Callable[[str], str], Callable[[str], str]]] = {
     "title": (str.title, str.lower),
@@ -64,6 +68,7 @@ class Plan:
     slots: tuple[Slot, ...]  # the content slot each of those is written into
     order: tuple[int, ...]  # message indices in text order; -1 is the default system message
     role_forms: dict[int, Callable[[str], str]]  # how a role the template transforms reads back
+    readers: dict[int, Callable[[str], Any]]  # how a content written encoded (JSON) reads back
     open_check: Callable[[str], object] | None  # fullmatch of the open last turn's content
     fast: Callable[[list[Any], tuple[str, ...]], str | None]
     fast_models: Callable[[list[Any], tuple[str, ...]], str | None]
@@ -116,6 +121,7 @@ class Planner:
         slots: list[Slot] = []
         open_check = None
         role_forms: dict[int, Callable[[str], str]] = {}
+        readers: dict[int, Callable[[str], Any]] = {}
         for step in steps:
             if step[0] == "lit":
                 pieces.append(step[1])
@@ -128,12 +134,21 @@ class Planner:
             else:
                 _, shape, j, is_open = step
                 i = order[j]
+                if is_open and shape.content.transform in READERS:
+                    raise UnsupportedConversationError(
+                        f"{c.name} writes the content of a {roles[i]!r} message encoded, so that turn "
+                        "cannot be left open",
+                        index=i,
+                        format=c.name,
+                    )
                 if i == -1:
                     pieces += _bind_default(shape.pieces, c)
                     continue
                 pieces += _bind(shape.open_pieces if is_open else shape.pieces, i, c)
                 if shape.content.transform:
                     transforms.append((i, TRANSFORMS[shape.content.transform]))
+                    if shape.content.transform in READERS:
+                        readers[i] = READERS[shape.content.transform]
                 contents.append(i)
                 slots.append(shape.content)
                 if shape.role_slot is not None:
@@ -156,6 +171,7 @@ class Planner:
             tuple(slots),
             tuple(order),
             role_forms,
+            readers,
             open_check,
             fast,
             fast_models,
@@ -393,7 +409,9 @@ def _fstring(pieces: list[Piece], k: _Source, content: Callable[[int], str], rol
 
 def _compile(
     pieces: list[Piece], transforms: dict[int, Callable[[str], str]], guards: dict[int, Guard], n: int
-) -> tuple[Callable[[list[Any], tuple[str, ...]], str | None], Callable[[list[Any], tuple[str, ...]], str | None], Build]:
+) -> tuple[
+    Callable[[list[Any], tuple[str, ...]], str | None], Callable[[list[Any], tuple[str, ...]], str | None], Build
+]:
     """Generate ``fast`` (from dicts), ``fast_models`` (from Message objects) and ``build``.
 
     Message ``n``, when referenced, is the ("assistant", "") entry a generation

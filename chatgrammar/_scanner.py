@@ -17,8 +17,8 @@ from typing import Any
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
 from ._ir import Gen, Lit, Msg, Slot
 from ._message import BUILD, Message, make_message
-from ._patterns import re_escape
-from ._render import ROLE_TRANSFORMS
+from ._patterns import date_check, re_escape
+from ._render import READERS, ROLE_TRANSFORMS, TRANSFORMS
 
 __all__ = ["Scanner"]
 
@@ -44,7 +44,7 @@ class Scanner:
             alts, opens, gens, lits = self._alternatives(state, 0)
             # Complete turns first; a turn left open or only opened is what remains at the
             # end; a bare literal last, when nothing that follows it matched with it.
-            self.table.append(_alternation(alts + opens + gens + lits))
+            self.table.append(_alternation(alts + opens + gens + lits, compiled.date_format))
         # Link each action to the entry of the state it leads to: [match, actions, accepting].
         entries: list[list[Any] | None] = [
             [t[0], t[1], acc] if t else None for t, acc in zip(self.table, self.accepting, strict=True)
@@ -68,21 +68,24 @@ class Scanner:
         for t in compiled.dfa.transitions[state]:
             a = t.atom
             if isinstance(a, (Lit, Slot)):  # a literal, or a variable (a date)
-                lit: RegexPart = re_escape(a.text) if isinstance(a, Lit) else SlotPart("var", a.pattern, False, a.terminal)
+                lit: RegexPart = (
+                    re_escape(a.text) if isinstance(a, Lit) else SlotPart("var", a.pattern, False, a.terminal)
+                )
                 if depth < _FOLD_DEPTH:
                     for group, out in zip(
                         self._alternatives(t.target, depth + 1), (alts, opens, gens, lits), strict=True
                     ):
                         out += [([lit, *parts], action) for parts, action in group]
-                lits.append(([lit], (_LIT, t.target, None, None)))
+                lits.append(([lit], (_LIT, t.target, None, None, None)))
             elif isinstance(a, Msg):
                 shape = compiled.shapes[a.rule]
                 inv = _inverse(shape.role_slot)
-                alts.append((shape.regex, (_MSG, t.target, shape.role, inv)))
-                opens.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv)))
+                reader = _reader(shape.content)
+                alts.append((shape.regex, (_MSG, t.target, shape.role, inv, reader)))
+                opens.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader)))
             elif isinstance(a, Gen) and compiled.gen_text != "":
                 role = None if compiled.gen_role_slot is not None else ASSISTANT
-                gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot))))
+                gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None)))
         return alts, opens, gens, lits
 
     def scan(self, text: str, found: dict[str, str] | None = None) -> list[Message] | None:
@@ -102,9 +105,11 @@ class Scanner:
             m = entry[0](text, pos)
             if m is None:
                 return None
-            kind, entry, role, role_group, content_group, inverse, variables = entry[1][m.lastindex]
-            if found is not None:
-                for group, name in variables:
+            kind, entry, role, role_group, content_group, inverse, reader, variables = entry[1][m.lastindex]
+            for group, name, check in variables:  # a date: only as strftime writes one
+                if not check(m[group]):
+                    return None
+                if found is not None:
                     found[name] = m[group]
             if kind == _LIT:
                 pos = m.end()
@@ -116,6 +121,10 @@ class Scanner:
                 content, complete = m[content_group], False
             else:
                 content, complete = "", False
+            if reader is not None:  # written encoded (JSON): read it back, as the template wrote it
+                content = reader(content)
+                if content is None:
+                    return None
             if role is None:
                 role = m[role_group]
                 if inverse is not None:  # the template wrote the role transformed (title-cased)
@@ -139,6 +148,23 @@ class Scanner:
         return out if entry is None or entry[2] else None
 
 
+def _reader(slot: Slot) -> Callable[[str], str | None] | None:
+    """For content the template writes encoded: the decoder, None for text that is not
+    exactly how the template would have written a string."""
+    if slot.transform not in READERS:
+        return None
+    read, write = READERS[slot.transform], TRANSFORMS[slot.transform]
+
+    def decode(text: str) -> str | None:
+        try:
+            value = read(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, str) and write(value) == text else None
+
+    return decode
+
+
 def _inverse(slot: Slot | None) -> tuple[Callable[[str], str], Callable[[str], str]] | None:
     return ROLE_TRANSFORMS[slot.transform] if slot is not None and slot.transform else None
 
@@ -158,14 +184,14 @@ def _no_match(text: str, pos: int) -> None:
 _ATOMIC = sys.version_info >= (3, 11)
 
 
-def _alternation(alts: list[Alt]) -> Alternation | None:
+def _alternation(alts: list[Alt], date_format: str | None = None) -> Alternation | None:
     """One regex for all alternatives; actions[g] for the alternative whose outer group is g."""
     if not alts:
         return None
     out: list[str] = []
     actions: dict[int, tuple[Any, ...]] = {}
     group = 0
-    for parts, (kind, target, role, inverse) in alts:
+    for parts, (kind, target, role, inverse, reader) in alts:
         group += 1
         outer = group
         role_group = content_group = None
@@ -181,10 +207,10 @@ def _alternation(alts: list[Alt]) -> Alternation | None:
             elif part.field == "content":
                 content_group = group
             else:
-                variables.append((group, part.name))
+                variables.append((group, part.name, date_check(date_format or "")))
             out.append(_atomic(part, group))
         out.append(")")
-        actions[outer] = (kind, target, role, role_group, content_group, inverse, tuple(variables))
+        actions[outer] = (kind, target, role, role_group, content_group, inverse, reader, tuple(variables))
     return re.compile("".join(out)).match, actions
 
 

@@ -10,6 +10,7 @@ every registered format's delimiters.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from ._compiler import ASSISTANT
 from ._format import Format
 from ._ir import Gen, Lit, Msg
 from ._message import Message
+from ._render import READERS
 from ._registry import formats, get_format
 
 try:
@@ -33,10 +35,16 @@ EXTRA_ROLES = ["tool", "ipython", "function", "observation", "developer", "Bob",
 
 @dataclass
 class Conversation:
-    """Messages plus the generation-prompt flag: what ``render`` takes."""
+    """Messages plus what else ``render`` takes: the generation-prompt flag, the options, a date."""
 
     messages: list[Message] = field(default_factory=list)
     add_generation_prompt: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    date: datetime.date | None = None
+
+    def render_args(self) -> dict[str, Any]:
+        """The keyword arguments of render and normalize for this conversation."""
+        return {"add_generation_prompt": self.add_generation_prompt, "date": self.date, **self.options}
 
     def dicts(self) -> list[dict[str, Any]]:
         """The messages as Hugging Face style dicts (``complete`` only when False)."""
@@ -91,10 +99,11 @@ def conversations(
     c = f._c
     dfa = c.dfa
     content = contents() if content is None else content
-    fixed_roles = {s.role for s in c.shapes.values() if s.role is not None}
+    fixed_roles = {s.role for s in c.shapes.values() if s.role is not None} | set(c.spec.header.get("role-alias", {}))
     generic_roles = [r for r in ["system", "user", ASSISTANT, *EXTRA_ROLES] if r not in fixed_roles]
     distance = _distance_to_accept(f)
     state, msgs = 0, list[Message]()
+    can_open = True
     while True:
         steps = [t for t in dfa.transitions[state] if not isinstance(t.atom, Gen) and distance[t.target] is not None]
         budget_left = len(msgs) < max_messages
@@ -107,12 +116,15 @@ def conversations(
             shape = c.shapes[t.atom.rule]
             role = shape.role or draw(st.sampled_from(generic_roles))
             msgs.append(Message(role=role, content=draw(content)))
+            can_open = shape.content.transform not in READERS
         state = t.target
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
-    if allow_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
+    if allow_open and can_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
         last = msgs[-1]
         msgs[-1] = Message(role=last.role, content=last.content, complete=False)
-    return Conversation(msgs, gen)
+    options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
+    date = draw(st.one_of(st.none(), st.dates(datetime.date(1990, 1, 1), datetime.date(2099, 12, 31))))
+    return Conversation(msgs, gen, options, date)
 
 
 def _distance_to_accept(f: Format) -> list[int | None]:

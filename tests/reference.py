@@ -47,14 +47,23 @@ def _source(template_file: str) -> str:
     return (TEMPLATES / template_file).read_text(encoding="utf-8")
 
 
-def render(fmt: Format, messages: list[Message], add_generation_prompt: bool = False) -> str:
-    """What the format's real template renders, apply_chat_template style."""
+FIXED_DATE = render_reference.FIXED_NOW.date()
+
+
+def render(
+    fmt: Format, messages: list[Message], add_generation_prompt: bool = False, options: dict[str, Any] | None = None
+) -> str:
+    """What the format's real template renders, apply_chat_template style, on FIXED_DATE.
+
+    ``options`` are passed to the template as its variables (enable_thinking...).
+    """
     e = entry_for(fmt)
     kwargs = dict(
         bos_token=e["bos_token"],
         eos_token=e["eos_token"],
-        now=render_reference.FIXED_NOW if e.get("fixed_now") else None,
+        now=render_reference.FIXED_NOW,
         **e.get("render_kwargs", {}),
+        **(options or {}),
     )
     dicts = [{"role": m.role, "content": m.content} for m in messages]
     src = _source(e["template_file"])

@@ -53,3 +53,12 @@ def test_format_attributes() -> None:
     assert cg.get_format("chatml").generation_prompt == "<|im_start|>assistant\n"
     assert cg.get_format("vicuna").markers == ["USER:", "ASSISTANT:"]
     assert callable(fmt.render) and callable(fmt.parse) and callable(fmt.normalize)
+
+
+def test_role_alias_reads_back_as_the_written_role() -> None:
+    fmt = cg.get_format("llama3.1")
+    msgs = [{"role": "user", "content": "run it"}, {"role": "tool", "content": "42"}]
+    text = fmt.render(msgs)
+    assert text.endswith('<|start_header_id|>ipython<|end_header_id|>\n\n"42"<|eot_id|>')
+    assert fmt.parse(text)[-1] == cg.Message(role="ipython", content="42")
+    assert fmt.normalize(msgs)[-1].role == "ipython"

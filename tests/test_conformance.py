@@ -54,7 +54,7 @@ def _safe_contents(fmt: cg.Format) -> st.SearchStrategy[str]:
 
 def _ours(fmt: cg.Format, conv: Conversation) -> str | cg.ChatGrammarError:
     try:
-        return fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+        return fmt.render(conv.messages, **conv.render_args())
     except cg.UnsafeContentError:
         reject()
     except cg.RenderError as e:
@@ -63,34 +63,34 @@ def _ours(fmt: cg.Format, conv: Conversation) -> str | cg.ChatGrammarError:
 
 def _theirs(fmt: cg.Format, conv: Conversation) -> str | TemplateRaised:
     try:
-        return reference.render(fmt, conv.messages, conv.add_generation_prompt)
+        return reference.render(fmt, conv.messages, conv.add_generation_prompt, conv.options)
     except TemplateRaised as e:
         return e
 
 
 def _witness(fmt: cg.Format, conv: Conversation, text: str) -> Conversation | None:
     """Another conversation the template renders to ``text``: proof that it loses information."""
-    msgs = conv.messages
-    candidates = [Conversation(msgs, not conv.add_generation_prompt)]
+    msgs, gen, opts = conv.messages, conv.add_generation_prompt, conv.options
+    candidates = [Conversation(msgs, not gen, opts)]
     for i, m in enumerate(msgs):
-        candidates.append(Conversation(msgs[:i] + msgs[i + 1 :], conv.add_generation_prompt))
+        candidates.append(Conversation(msgs[:i] + msgs[i + 1 :], gen, opts))
         other = cg.Message(role=m.role, content=m.content + "witness", complete=m.complete)
-        candidates.append(Conversation(msgs[:i] + [other] + msgs[i + 1 :], conv.add_generation_prompt))
+        candidates.append(Conversation(msgs[:i] + [other] + msgs[i + 1 :], gen, opts))
         for role in ROLES:
             if role != m.role:
                 changed = cg.Message(role=role, content=m.content, complete=m.complete)
-                candidates.append(Conversation(msgs[:i] + [changed] + msgs[i + 1 :], conv.add_generation_prompt))
+                candidates.append(Conversation(msgs[:i] + [changed] + msgs[i + 1 :], gen, opts))
     try:
         read = fmt.parse(text)
     except cg.ParseError:
         pass
     else:
-        candidates.append(Conversation(read))
+        candidates.append(Conversation(read, False, opts))
     for w in candidates:
         if _same(w, conv):
             continue
         try:
-            if reference.render(fmt, w.messages, w.add_generation_prompt) == text:
+            if reference.render(fmt, w.messages, w.add_generation_prompt, w.options) == text:
                 return w
         except TemplateRaised:
             continue
@@ -98,7 +98,7 @@ def _witness(fmt: cg.Format, conv: Conversation, text: str) -> Conversation | No
 
 
 def _same(a: Conversation, b: Conversation) -> bool:
-    return a.messages == b.messages and a.add_generation_prompt == b.add_generation_prompt
+    return a.messages == b.messages and a.add_generation_prompt == b.add_generation_prompt and a.options == b.options
 
 
 def check(fmt: cg.Format, conv: Conversation) -> None:
@@ -124,6 +124,7 @@ def check(fmt: cg.Format, conv: Conversation) -> None:
 def test_renders_like_the_template(name: str, data: st.DataObject) -> None:
     fmt = cg.get_format(name)
     conv = data.draw(conversations(fmt, content=_safe_contents(fmt)))
+    conv.date = reference.FIXED_DATE  # the references are rendered on that day
     last = conv.messages[-1] if conv.messages else None
     if last is not None and not last.complete:
         # transformers keeps trailing whitespace of a continued message even where the
@@ -138,7 +139,8 @@ def any_roles(draw: st.DrawFn, fmt: cg.Format) -> Conversation:
     roles = draw(st.lists(st.sampled_from(ROLES), max_size=6))
     content = _safe_contents(fmt)
     msgs = [cg.Message(role=r, content=draw(content)) for r in roles]
-    return Conversation(msgs, draw(st.booleans()))
+    options = {name: draw(st.sampled_from(values)) for name, values in fmt.option_values.items()}
+    return Conversation(msgs, draw(st.booleans()), options, reference.FIXED_DATE)
 
 
 @pytest.mark.parametrize("name", WITH_REFERENCE)
@@ -158,8 +160,9 @@ def test_reference_cases(name: str, templates_dir) -> None:
     for line in lines:
         case = json.loads(line)
         conv = Conversation([cg.Message(**m) for m in case["messages"]], case["add_generation_prompt"])
+        conv.date = reference.FIXED_DATE
         if "error" in case:
             with pytest.raises(cg.UnsupportedConversationError):
-                fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+                fmt.render(conv.messages, **conv.render_args())
         else:
-            assert fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt) == case["expected"]
+            assert fmt.render(conv.messages, **conv.render_args()) == case["expected"]

@@ -22,7 +22,7 @@ PIECES = delimiter_pieces() + [" ", "  ", "\t", "\n", "\r\n", "x", "é"]
 def mutated(draw: st.DrawFn, fmt: cg.Format) -> str:
     conv = draw(conversations(fmt, max_messages=4))
     try:
-        text = fmt.render(conv.messages, add_generation_prompt=conv.add_generation_prompt)
+        text = fmt.render(conv.messages, **conv.render_args())
     except cg.UnsafeContentError:
         reject()
     for _ in range(draw(st.integers(1, 3))):
@@ -51,13 +51,16 @@ def _parse(parser, text: str):
 def test_whatever_parses_renders_back_to_itself(name: str, data: st.DataObject) -> None:
     fmt = cg.get_format(name)
     text = data.draw(mutated(fmt))
-    fast = _parse(fmt.parse, text)
-    slow = _parse(fmt.lark.parse, text)
-    if isinstance(fast, cg.ParseError) or isinstance(slow, cg.ParseError):
-        assert isinstance(fast, cg.ParseError) and isinstance(slow, cg.ParseError), (fast, slow)
-        return
-    assert fast == slow
-    assert fmt.render(fast) == text
+    for variant in fmt._all_variants():  # every option assignment: scanner and Lark agree
+        fast = _parse(lambda t: variant.scanner.scan(t) or variant.lark.parse(t), text)
+        slow = _parse(variant.lark.parse, text)
+        if isinstance(fast, cg.ParseError) or isinstance(slow, cg.ParseError):
+            assert isinstance(fast, cg.ParseError) and isinstance(slow, cg.ParseError), (fast, slow)
+        else:
+            assert fast == slow
+    got = _parse(fmt.parse, text)
+    if not isinstance(got, cg.ParseError):
+        assert fmt.render(got, **fmt.options_in(text)) == text
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -66,4 +69,4 @@ def test_arbitrary_text_parses_or_raises_parse_error(name: str, text: str) -> No
     fmt = cg.get_format(name)
     result = _parse(fmt.parse, text)
     if not isinstance(result, cg.ParseError):
-        assert fmt.render(result) == text
+        assert fmt.render(result, **fmt.options_in(text)) == text
