@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lark import Token, Tree
@@ -414,7 +414,9 @@ class _Builder:
         try:
             text = self.literal_text(guard, f"rule {rule}")
         except GrammarError:
-            raise self.error(f'rule {rule!r}: the condition of _if{{...}} must be a string "option=value"', rule)
+            raise self.error(
+                f'rule {rule!r}: the condition of _if{{...}} must be a string "option=value"', rule
+            ) from None
         name, _, value_text = text.partition("=")
         options = self.header.get("options", {})
         if name not in options:

@@ -22,8 +22,8 @@ from ._compiler import ASSISTANT, Compiled
 from ._errors import ParseError
 from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
-from ._render import ROLE_TRANSFORMS
 from ._patterns import date_check
+from ._render import ROLE_TRANSFORMS
 from ._scanner import _reader
 
 __all__ = ["LarkParser", "lark_grammar"]
@@ -194,7 +194,7 @@ def _checking_dates(
     def checked(children: list[Any]) -> Any:
         for tok in children:
             if isinstance(tok, Token) and names.fields.get(tok.type) == "var" and not check(str(tok)):
-                raise _NotCanonical(tok.start_pos, str(tok), "date")
+                raise _NotCanonical(tok.start_pos or 0, str(tok), "date")
         return callback(children)
 
     return checked

@@ -195,7 +195,7 @@ def _alternation(alts: list[Alt], date_format: str | None = None) -> Alternation
         group += 1
         outer = group
         role_group = content_group = None
-        variables: list[tuple[int, str]] = []
+        variables: list[tuple[int, str, Callable[[str], bool]]] = []
         out.append("|(" if out else "(")
         for part in parts:
             if isinstance(part, str):

@@ -18,8 +18,8 @@ from ._compiler import ASSISTANT
 from ._format import Format
 from ._ir import Gen, Lit, Msg
 from ._message import Message
-from ._render import READERS
 from ._registry import formats, get_format
+from ._render import READERS
 
 try:
     from hypothesis import strategies as st

@@ -52,7 +52,7 @@ def test_whatever_parses_renders_back_to_itself(name: str, data: st.DataObject) 
     fmt = cg.get_format(name)
     text = data.draw(mutated(fmt))
     for variant in fmt._all_variants():  # every option assignment: scanner and Lark agree
-        fast = _parse(lambda t: variant.scanner.scan(t) or variant.lark.parse(t), text)
+        fast = _parse(lambda t, v=variant: v.scanner.scan(t) or v.lark.parse(t), text)
         slow = _parse(variant.lark.parse, text)
         if isinstance(fast, cg.ParseError) or isinstance(slow, cg.ParseError):
             assert isinstance(fast, cg.ParseError) and isinstance(slow, cg.ParseError), (fast, slow)
