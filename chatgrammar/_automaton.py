@@ -123,6 +123,17 @@ class Dfa:
     transitions: list[list[Transition]] = field(default_factory=list)
     accepting: list[bool] = field(default_factory=list)
 
+    def finishing(self) -> list[bool]:
+        """The states from which literals alone reach the end: where an open turn may stop."""
+        finishes = list(self.accepting)
+        changed = True
+        while changed:
+            changed = False
+            for s, trs in enumerate(self.transitions):
+                if not finishes[s] and any(isinstance(t.atom, Lit) and finishes[t.target] for t in trs):
+                    finishes[s] = changed = True
+        return finishes
+
     @classmethod
     def build(cls, pos: Positions) -> Dfa:
         dfa = cls(pos)

@@ -12,7 +12,7 @@ from typing import Any
 from ._automaton import Dfa, positions
 from ._errors import GrammarError
 from ._grammar import GrammarSpec
-from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, resolve, walk
+from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, resolve, silent_removed, walk
 from ._patterns import (
     Guard,
     SlotRules,
@@ -65,7 +65,8 @@ class Shape:
 @dataclass
 class Compiled:
     spec: GrammarSpec
-    dfa: Dfa
+    dfa: Dfa  # what the renderer walks: every message, even those written as nothing
+    parse_dfa: Dfa  # what the parsers walk: only what writes text
     shapes: dict[str, Shape]
     gen_text: str | None  # the generation prompt when it is fixed text ("" for none)
     gen_pieces: list[Piece] | None  # the generation prompt as render pieces (None: the format has none)
@@ -82,6 +83,9 @@ class Compiled:
     merge_sep: str | None = None  # a system message is written into a user turn after this separator
     user_pattern: str | None = None  # the content pattern of a plain user turn (for merge-system)
     date_format: str | None = None  # the strftime format of the date slot
+    # What a generic ROLE slot refuses: another rule's text in its place, and aliased roles.
+    role_refused: list[str] = field(default_factory=list)
+    role_after: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -108,15 +112,15 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     _merge_occurrences(start, rules)
     if spec.header.get("date"):
         _date_slots(start, spec.header["date"], rules, origin)
-    fixed = sorted({m.role for m in _messages(start) if m.role is not None} | set(spec.header.get("role-alias", {})))
-    all_role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
-    if all_role_slots and fixed:  # before the shapes: their regexes read the slots' patterns
-        _refuse_fixed_roles(all_role_slots, rules, fixed)
+    # Before the shapes are built: their regexes read the slots' patterns.
+    aliases = sorted(spec.header.get("role-alias", {}))
+    role_refused, role_after = _refuse_fixed_roles(start, rules, aliases)
     shapes: dict[str, Shape] = {}
     for msg in _messages(start):
-        if msg.rule not in shapes:
+        if msg.rule not in shapes and not msg.dropped:
             shapes[msg.rule] = _shape(msg, origin)
     dfa = Dfa.build(positions(start, _is_message_level_atom))
+    parse_dfa = Dfa.build(positions(silent_removed(start), _is_message_level_atom))
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
     triggers = triggers_for(content_rules.values())
@@ -127,6 +131,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     return Compiled(
         spec=spec,
         dfa=dfa,
+        parse_dfa=parse_dfa,
         shapes=shapes,
         gen_text=_fixed_text(gen_body) if gen_body is not None else None,
         gen_pieces=_pieces(gen_body, unwrap=True) if gen_body is not None else None,
@@ -145,6 +150,8 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         merge_sep=spec.terminals[spec.header["merge-system"]] if spec.header.get("merge-system") else None,
         user_pattern=user.content.pattern if user is not None else None,
         date_format=spec.header["date"][1] if spec.header.get("date") else None,
+        role_refused=role_refused,
+        role_after=role_after,
     )
 
 
@@ -165,20 +172,54 @@ def _date_slots(start: Node, date: tuple[str, str], rules: dict[int, SlotRules],
             rules[id(s)].pattern = pattern
 
 
-def _refuse_fixed_roles(slots: list[Slot], rules: dict[int, SlotRules], fixed: list[str]) -> None:
-    """A ROLE slot does not read a role that has a rule of its own (or is written as another).
+def _refuse_fixed_roles(start: Node, rules: dict[int, SlotRules], aliases: list[str]) -> tuple[list[str], list[str]]:
+    """A ROLE slot does not read what another rule writes in its place.
 
-    Otherwise the generic message and the role's own rule would both read that
-    turn, and a lexer could pick either.
+    When a generic message (``_START ROLE ...``) and a message of a fixed role
+    (``_START "model" ...``) begin alike, the ROLE slot refuses the fixed rule's
+    text at that point, and the roles the template writes as another (aliases):
+    otherwise both rules could read the turn, and a lexer could pick either.
     """
-    after = sorted({a for s in slots for a in rules[id(s)].after}, key=lambda a: (-len(a), a))
-    follows = "|".join(re_escape(a) if a else r"\Z" for a in after)
-    words = "|".join(re_escape(w) for w in sorted(fixed, key=lambda w: (-len(w), w)))
-    guard = f"(?!(?:{words})(?:{follows}))"
-    for s in slots:
-        if not s.pattern.startswith(guard):
-            s.pattern = guard + s.pattern
-            rules[id(s)].pattern = s.pattern
+    generic = [m for m in _messages(start) if m.role is None]
+    bodies = [m.body for m in _messages(start) if m.role is not None]
+    all_words: set[str] = set()
+    all_after: set[str] = set()
+    bodies += [g.body for g in walk(start) if isinstance(g, Gen)]
+    for msg in generic:
+        pieces = _pieces(msg.body, unwrap=True)
+        k = next(i for i, p in enumerate(pieces) if not isinstance(p, str))
+        slot = pieces[k][1]
+        if pieces[k][0] != "r":
+            continue
+        before = "".join(p for p in pieces[:k] if isinstance(p, str))
+        words: set[str] = set()
+        for body in bodies:
+            lead = _leading_text(body)
+            if lead.startswith(before) and len(lead) > len(before):
+                words.add(lead[len(before) :])
+        after = sorted({a for a in rules[id(slot)].after}, key=lambda a: (-len(a), a))
+        all_words |= words
+        all_after |= set(after)
+        follows = "|".join(re_escape(a) if a else r"\Z" for a in after)
+        refused = [re_escape(w) for w in sorted(words, key=lambda w: (-len(w), w))]
+        refused += [f"{re_escape(a)}(?:{follows})" for a in aliases]
+        if refused:
+            guard = "(?!" + "|".join(refused) + ")"
+            for s in walk(start):  # every occurrence of the ROLE slot shares one pattern
+                if isinstance(s, Slot) and s.field == "role" and not s.pattern.startswith(guard):
+                    s.pattern = guard + s.pattern
+                    rules[id(s)].pattern = s.pattern
+    return sorted(all_words), sorted(all_after)
+
+
+def _leading_text(n: Node) -> str:
+    """The literal text a body starts with, up to its first slot or optional part."""
+    out: list[str] = []
+    for p in _pieces(n, unwrap=False):
+        if not isinstance(p, str):
+            break
+        out.append(p)
+    return "".join(out)
 
 
 def _default_pieces(n: Node, origin: str) -> list[Piece]:
@@ -300,6 +341,7 @@ def _merge_occurrences(start: Node, rules: dict[int, SlotRules]) -> None:
             merged.at_end += [x for x in r.at_end if x not in merged.at_end]
             merged.at_start += [x for x in r.at_start if x not in merged.at_start]
             merged.last += [x for x in r.last if x not in merged.last]
+            merged.after += [x for x in r.after if x not in merged.after]
         merged.pattern = slot_pattern(merged, slots[0].transform)
         for s in slots:
             s.pattern = merged.pattern
@@ -332,6 +374,13 @@ def _content_slot(msg: Msg, origin: str) -> Slot:
 def _check_message(msg: Msg, origin: str) -> None:
     """A message rule: one content slot, a ROLE slot iff its name is no role, no choices."""
     rule = msg.rule
+    if msg.dropped:
+        if msg.role is None or any(isinstance(n, (Lit, Slot)) for n in walk(msg.body)):
+            raise GrammarError(
+                f"message rule {rule!r} is a dropped message: it is named after a role and writes nothing",
+                source=origin,
+            )
+        return
     content = _content_slot(msg, origin)
     roles = [s for s in walk(msg.body) if isinstance(s, Slot) and s.field == "role"]
     if msg.role is None and len(roles) != 1:

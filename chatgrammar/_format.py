@@ -43,6 +43,7 @@ class Format:
         self._plans: dict[Any, Plan] = {}
         self._scan_text: Callable[[str], list[Message] | None] = self._compile_and_scan
         self._no_variables = False  # the default variant prints no date: render needs no values
+        self._has_dropped = False  # the template drops messages: readings may need them back
         header = self._header
         self._always_gen = header.get("generation") == "always"
         self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
@@ -186,6 +187,7 @@ class Format:
                         self._plans = variant.planner.cache
                         self._scan_text = variant.scanner.scan
                         self._no_variables = not variant.compiled.variables
+                        self._has_dropped = variant.planner.has_dropped
         return variant
 
     def _all_variants(self) -> list[_Variant]:
@@ -338,16 +340,25 @@ class Format:
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
         text = plan.build(r.roles, contents, r.values)
-        if suspect and r.variant.scanner.scan(text) != r.expected():
-            raise self._unsafe(r)
+        if suspect:
+            read = r.variant.scanner.scan(text)
+            if read is None or _with_dropped(r.variant, read) != r.expected():
+                raise self._unsafe(r)
         return text
 
     def _unsafe(self, r: _Rendering) -> UnsafeContentError:
-        rules = r.variant.compiled.rules
-        for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
-            rule = rules[id(slot)]
+        c = r.variant.compiled
+        rules = c.rules
+        # The format's own tokens and markers first, in any message; then what only breaks
+        # the structure where it stands (a separator the text around it makes ambiguous).
+        delimiters = set(c.tokens) | {"\n" + m for m in c.markers} | set(c.markers)
+        candidates = [
+            (i, slot, [d for d in rules[id(slot)].anywhere if d in delimiters], rules[id(slot)].at_start)
+            for i, slot in zip(r.plan.contents, r.plan.slots, strict=True)
+        ] + [(i, slot, rules[id(slot)].anywhere, []) for i, slot in zip(r.plan.contents, r.plan.slots, strict=True)]
+        for i, slot, anywhere, at_start in candidates:
             encoded = slot.transform in READERS  # written as JSON: delimiters stand as they are in it
-            found = _find_delimiter(r.given[i] if encoded else r.contents[i], rule.anywhere, rule.at_start)
+            found = _find_delimiter(r.given[i] if encoded else r.contents[i], anywhere, at_start)
             if found:
                 delim, offset = found
                 if not encoded and r.contents[i]:
@@ -390,17 +401,17 @@ class Format:
         if not options:
             got = self._scan_text(text)
             if got is not None:
-                return got
+                return got if not self._has_dropped else _with_dropped(self._variant(None), got)
             if not isinstance(text, str):
                 raise TypeError(f"parse() takes a str, not {type(text).__name__}")
             for variant in self._all_variants()[1:]:
                 got = variant.scanner.scan(text)
                 if got is not None:
-                    return got
-            return self.lark.parse(text)
+                    return _with_dropped(variant, got)
+            return _with_dropped(self._variant(None), self.lark.parse(text))
         variant = self._variant(options)
         got = variant.scanner.scan(text)
-        return got if got is not None else variant.lark.parse(text)
+        return _with_dropped(variant, got if got is not None else variant.lark.parse(text))
 
     def options_in(self, text: str) -> dict[str, Any]:
         """The render options ``text`` was written with: the template's switches, and the date.
@@ -490,7 +501,24 @@ class _Rendering:
             _merge_system(out, c.merge_sep, c.user_pattern)
         if self.gen_marker:
             out.append(make_message(ASSISTANT, "", False))
-        return out
+        return _with_dropped(self.variant, out)
+
+
+def _with_dropped(variant: _Variant, messages: list[Message]) -> list[Message]:
+    """Put back, empty, the dropped messages a reading needs (see Planner.dropped_back)."""
+    planner = variant.planner
+    if not planner.has_dropped:
+        return messages
+    gen = bool(messages) and not messages[-1].complete and not messages[-1].content
+    body = messages[:-1] if gen else messages
+    open_last = bool(body) and not body[-1].complete
+    back = planner.dropped_back(tuple(m.role for m in body), open_last, gen)
+    if not back:
+        return messages
+    out = list(messages)
+    for position, role in reversed(back):
+        out.insert(position, make_message(role, "", True))
+    return out
 
 
 def _same(role: str) -> str:

@@ -11,7 +11,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Alt", "Cond", "Gen", "Lit", "Msg", "Node", "Opt", "Seq", "Slot", "Star", "resolve", "walk"]
+DROPPED = "__dropped"  # the suffix of a message rule the template writes nothing for
+
+__all__ = [
+    "DROPPED",
+    "Alt",
+    "Cond",
+    "Gen",
+    "Lit",
+    "Msg",
+    "Node",
+    "Opt",
+    "Seq",
+    "Slot",
+    "Star",
+    "resolve",
+    "silent_removed",
+    "walk",
+]
 
 
 class Node:
@@ -64,12 +81,20 @@ class Star(Node):
 
 @dataclass(eq=False)
 class Msg(Node):
-    """One message: ``role`` is fixed by the rule's name, or None when a ROLE slot gives it."""
+    """One message: ``role`` is fixed by the rule's name, or None when a ROLE slot gives it.
+
+    A rule named ``role__dropped`` has an empty body: the template drops such a
+    message, writing nothing (a declared loss: normalize shows it).
+    """
 
     role: str | None
     rule: str
     body: Node
     key: int = field(default=-1)  # the compiler's id for the rule's message shape
+
+    @property
+    def dropped(self) -> bool:
+        return self.rule.endswith(DROPPED)
 
 
 @dataclass(eq=False)
@@ -100,6 +125,26 @@ def walk(node: Node) -> Iterator[Node]:
             stack.append(n.item)
         elif isinstance(n, (Msg, Gen, Cond)):
             stack.append(n.body)
+
+
+def silent_removed(node: Node) -> Node:
+    """The same structure without what writes no text: dropped messages, an empty prompt.
+
+    The parsers read this form: what writes nothing cannot be read back.
+    """
+    if isinstance(node, Msg) and node.dropped:
+        return Seq(())
+    if isinstance(node, Gen) and not any(isinstance(n, (Lit, Slot)) for n in walk(node.body)):
+        return Seq(())
+    if isinstance(node, Seq):
+        return Seq(tuple(silent_removed(i) for i in node.items))
+    if isinstance(node, Alt):
+        return Alt(tuple(silent_removed(i) for i in node.items))
+    if isinstance(node, Opt):
+        return Opt(silent_removed(node.item))
+    if isinstance(node, Star):
+        return Star(silent_removed(node.item))
+    return node
 
 
 def resolve(node: Node, options: dict[str, object]) -> Node:

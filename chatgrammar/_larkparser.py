@@ -24,6 +24,7 @@ from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
 from ._patterns import date_check
 from ._render import ROLE_TRANSFORMS
+from ._patterns import re_escape
 from ._scanner import _reader
 
 __all__ = ["LarkParser", "lark_grammar"]
@@ -60,8 +61,13 @@ class _Names:
             self.shown[name] = json.dumps(text, ensure_ascii=False)
         return self.literals[text]
 
-    def slot(self, slot: Slot) -> str:
-        key = f"{slot.field}:{slot.pattern}"
+    def slot(self, slot: Slot, after: list[str] | None = None) -> str:
+        # With ``after``, the slot's token must be followed by what can follow the slot (or
+        # the end, for an open turn): like the scanner, which reads a whole message at once,
+        # the lexer then only hands the parser a token the message can continue from.
+        follows = "|".join(re_escape(a) for a in sorted(set(after or ()), key=lambda a: (-len(a), a)) if a)
+        lookahead = f"(?=(?:{follows})|\\Z)" if follows else ""
+        key = f"{slot.field}:{slot.pattern}{lookahead}"
         if key not in self.slots:
             name = f"S{len(self.slots)}"
             self.slots[key] = name
@@ -90,15 +96,17 @@ def _lark_string(text: str) -> str:
 def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..., Any]]]:
     """The generated grammar's text, its terminal names, and its transformer callbacks."""
     names = _Names()
-    dfa = compiled.dfa
+    dfa = compiled.parse_dfa
     rules: dict[str, list[str]] = {}
+    contested = _contested_slots(compiled)
+    finishes = dfa.finishing()
     callbacks: dict[str, Callable[..., Any]] = {}
 
     def body(n: Node, unwrap: bool = False) -> str:
         if isinstance(n, Lit):
             return names.literal(n.text)
         if isinstance(n, Slot):
-            return names.slot(n)
+            return names.slot(n, compiled.rules[id(n)].after if id(n) in contested else None)
         if isinstance(n, Seq):
             return " ".join(body(i, unwrap) for i in n.items)
         if isinstance(n, Opt):
@@ -113,8 +121,6 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     while frontier:
         s = frontier.pop()
         for t in dfa.transitions[s]:
-            if isinstance(t.atom, Gen) and compiled.gen_text == "":
-                continue  # writes nothing: the parser cannot see it
             edges.append((s, t.target, t.atom))
             if t.target not in reachable:
                 reachable.add(t.target)
@@ -145,19 +151,12 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
                 callbacks[f"o_{atom.rule}"] = _message_callback(
                     shape.role, shape.role_slot, shape.content, names, complete=False
                 )
-            if (s, atom.rule) not in seen_open:
+            if (s, atom.rule) not in seen_open and finishes[target]:  # an open turn ends the document
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
         rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")
         callbacks.setdefault(f"s{target}", _append)
-    accepting = [
-        s
-        for s in sorted(reachable)
-        if dfa.accepting[s]
-        or any(
-            isinstance(t.atom, Gen) and compiled.gen_text == "" and dfa.accepting[t.target] for t in dfa.transitions[s]
-        )
-    ]
+    accepting = [s for s in sorted(reachable) if dfa.accepting[s]]
     start = [f"s{s}" for s in accepting] + start
     rules["start"] = start or ["s0"]
     callbacks["start"] = _finish
@@ -168,10 +167,31 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
             callbacks[name] = _checking_dates(cb, check, names)
     lines = [f"{name}: {' | '.join(alts)}" for name, alts in rules.items()]
     lines += [f"{name}: {_lark_string(text)}" for text, name in names.literals.items()]
-    for key, name in names.slots.items():
+    slots = list(names.slots.items())
+    for k, (key, name) in enumerate(slots):
         pattern = key.split(":", 1)[1]  # re_escape wrote "/" as "\\/" already
-        lines.append(f"{name}: /{pattern}/")
+        # Slots are tried before literals, as the scanner reads a slot first, and among
+        # themselves in the order the scanner tries them (first used, first tried); with
+        # priorities of their own, Lark does not fold a literal a slot could match into it.
+        lines.append(f"{name}.{len(slots) - k}: /{pattern}/")
     return "\n".join(lines) + "\n", names, callbacks
+
+
+def _contested_slots(compiled: Compiled) -> set[int]:
+    """Content slots of message rules that begin with the same text as another rule's.
+
+    Where two rules read the same opening and then a slot each (Gemma 3's user turn, and
+    its system message written into that turn), Lark's lexer must pick one slot's token
+    without seeing how the message goes on; those slots carry a lookahead of what follows.
+    Elsewhere the plain pattern keeps errors pointing at where the text goes wrong.
+    """
+    by_opening: dict[str, list[Slot]] = {}
+    for shape in compiled.shapes.values():
+        pieces = shape.pieces
+        k = next(i for i, p in enumerate(pieces) if not isinstance(p, str))
+        opening = "".join(p for p in pieces[:k] if isinstance(p, str)) + f"|{pieces[k][0]}"
+        by_opening.setdefault(opening, []).append(shape.content)
+    return {id(s) for slots in by_opening.values() if len(slots) > 1 for s in slots}
 
 
 def _generation_callback(compiled: Compiled, names: _Names) -> Callable[[list[Any]], Message]:

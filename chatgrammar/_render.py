@@ -79,11 +79,29 @@ class Planner:
     def __init__(self, compiled: Compiled, cache: dict[Key, Plan] | None = None) -> None:
         self.c = compiled
         self.cache: dict[Key, Plan] = {} if cache is None else cache
+        self._dropped_back: dict[Key, tuple[tuple[int, str], ...]] = {}
+        self.has_dropped = any(
+            isinstance(t.atom, Msg) and t.atom.dropped for trs in compiled.dfa.transitions for t in trs
+        )
         self.roles = sorted({s.role for s in compiled.shapes.values() if s.role is not None})
         self.generic = any(s.role is None for s in compiled.shapes.values())
         self.role_match = re.compile(compiled.role_pattern).fullmatch if compiled.role_pattern else None
         header = compiled.spec.header
         self.default_if = header.get("default-system-if", "not-first")
+        self.finishes = compiled.dfa.finishing()
+        # The roles that have a rule of their own at each automaton state.
+        self.own_roles: dict[int, set[str]] = {
+            s: {t.atom.role for t in trs if isinstance(t.atom, Msg) and t.atom.role is not None}
+            for s, trs in enumerate(compiled.dfa.transitions)
+        }
+        words, after = compiled.role_refused, compiled.role_after or [""]
+        aliases = set(header.get("role-alias", {}))
+
+        def refused(role: str) -> bool:
+            """A role the generic rule cannot write: another rule's text at that place, or an alias."""
+            return role in aliases or any((role + a).startswith(w) for w in words for a in after)
+
+        self.refused = refused
         self.system_at = header.get("system-at", "first")
 
     def plan(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
@@ -96,6 +114,62 @@ class Planner:
                     self.cache.clear()
                 self.cache[key] = plan
         return plan
+
+    def dropped_back(self, roles: tuple[str, ...], open_last: bool, gen: bool) -> tuple[tuple[int, str], ...]:
+        """Where a reading needs messages the template writes nothing for, and their roles.
+
+        A text read back without them may be a conversation the template refuses
+        (two user turns where a dropped system message stood between): the reader
+        puts each back, empty, where the fewest are needed. normalize applies the
+        same rule, so the two cannot disagree. Returns (position, role) pairs.
+        """
+        key = (roles, open_last, gen)
+        found = self._dropped_back.get(key)
+        if found is None:
+            found = self._search_dropped(roles, open_last, gen)
+            if len(self._dropped_back) < _CACHE_LIMIT:
+                self._dropped_back[key] = found
+        return found
+
+    def _search_dropped(self, roles: tuple[str, ...], open_last: bool, gen: bool) -> tuple[tuple[int, str], ...]:
+        dfa = self.c.dfa
+        n = len(roles)
+        start = (0, 0, False, False)
+        best: dict[tuple[Any, ...], tuple[int, tuple[tuple[int, str], ...]]] = {start: (0, ())}
+        queue: deque[tuple[Any, ...]] = deque([start])
+        while queue:
+            node = queue.popleft()
+            state, i, g, closed = node
+            cost, inserted = best[node]
+            if i == n and g == gen and (self.finishes[state] if closed else dfa.accepting[state]):
+                return inserted
+            if closed:
+                continue
+            for t in dfa.transitions[state]:
+                a = t.atom
+                extra = 0
+                added = inserted
+                if isinstance(a, (Lit, Slot)):
+                    nxt = (t.target, i, g, False)
+                elif isinstance(a, Msg) and a.dropped:
+                    if g:
+                        continue
+                    nxt, extra, added = (t.target, i, g, False), 1, (*inserted, (i, a.role or "system"))
+                elif isinstance(a, Msg):
+                    role = self.c.shapes[a.rule].role
+                    if g or i >= n or (role is not None and role != roles[i]):
+                        continue
+                    nxt = (t.target, i + 1, g, open_last and i == n - 1)
+                elif isinstance(a, Gen):
+                    if not gen or g or i != n:
+                        continue
+                    nxt = (t.target, i, True, False)
+                else:  # pragma: no cover
+                    raise AssertionError(a)
+                if nxt not in best or best[nxt][0] > cost + extra:
+                    best[nxt] = (cost + extra, added)
+                    (queue.append if extra else queue.appendleft)(nxt)
+        return ()
 
     def text_order(self, roles: list[str]) -> list[int]:
         """Message indices in the order the template writes them; -1: the default system message."""
@@ -112,6 +186,11 @@ class Planner:
 
     def _make(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
         c = self.c
+        if self.system_at == "last-user" and "system" in roles[1:]:
+            # Only a first system message is moved to the last turn; anywhere else it breaks the order.
+            i = roles.index("system", 1)
+            reason = c.spec.header.get("order-error") or f"{c.name} takes a system message only first"
+            raise UnsupportedConversationError(f"{reason} (message {i} is a system message)", index=i, format=c.name)
         order = self.text_order(roles)
         path_roles = ["system" if i == -1 else roles[i] for i in order]
         steps = self._path(path_roles, open_last, gen)
@@ -122,9 +201,12 @@ class Planner:
         open_check = None
         role_forms: dict[int, Callable[[str], str]] = {}
         readers: dict[int, Callable[[str], Any]] = {}
+        dropped: set[int] = set()
         for step in steps:
             if step[0] == "lit":
                 pieces.append(step[1])
+            elif step[0] == "drop":
+                dropped.add(order[step[1]])
             elif step[0] == "var":
                 pieces.append(("v", c.variables.index(step[1].terminal)))
             elif step[0] == "gen":
@@ -169,7 +251,7 @@ class Planner:
             tuple(transforms),
             tuple(contents),
             tuple(slots),
-            tuple(order),
+            tuple(i for i in order if i not in dropped),
             role_forms,
             readers,
             open_check,
@@ -202,13 +284,18 @@ class Planner:
         """The steps that write ``roles`` (then the generation prompt when ``gen``)."""
         dfa = self.c.dfa
         n = len(roles)
+        own = self.own_roles
+        refused = self.refused
+        finishes = self.finishes
         start: Search = (0, 0, False, False)
         parent: Parents = {start: None}
         queue = deque([start])
         while queue:
             node = queue.popleft()
             state, i, g, closed = node
-            if i == n and g == gen and (closed or dfa.accepting[state]):
+            # An open last turn must be the one that ends the document: after it, only
+            # literals may stand before the end.
+            if i == n and g == gen and (finishes[state] if closed else dfa.accepting[state]):
                 return _steps(parent, node)
             if closed:
                 continue
@@ -220,14 +307,18 @@ class Planner:
                     nxt, step = (t.target, i, g, False), ("lit", a.text)
                 elif isinstance(a, Slot):  # a variable: written from the render options
                     nxt, step = (t.target, i, g, False), ("var", a)
+                elif isinstance(a, Msg) and a.dropped:  # the template writes nothing for it
+                    if g or i >= n or a.role != roles[i] or (open_last and i == n - 1):
+                        continue
+                    nxt, step = (t.target, i + 1, g, False), ("drop", i)
                 elif isinstance(a, Msg):
                     if g or i >= n:
                         continue
                     shape = self.c.shapes[a.rule]
                     if shape.role is not None and shape.role != roles[i]:
                         continue
-                    if shape.role is None and roles[i] in self.roles:
-                        continue  # a role with its own rule is written by that rule
+                    if shape.role is None and (own.get(state, ()) and roles[i] in own[state] or refused(roles[i])):
+                        continue  # a role with its own rule here is written by that rule
                     is_open = open_last and i == n - 1
                     nxt, step = (t.target, i + 1, g, is_open), ("msg", shape, i, is_open)
                 elif isinstance(a, Gen):
@@ -254,7 +345,7 @@ class Planner:
             can_end = can_end or c.dfa.accepting[state]
             for t in c.dfa.transitions[state]:
                 if isinstance(t.atom, Msg) and not g:
-                    role = c.shapes[t.atom.rule].role
+                    role = t.atom.role
                     label = "any role" if role is None else repr(role)
                     if label not in expected:
                         expected.append(label)

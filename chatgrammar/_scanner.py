@@ -32,19 +32,17 @@ Alternation = tuple[Callable[[str, int], "re.Match[str] | None"], dict[int, tupl
 
 class Scanner:
     def __init__(self, compiled: Compiled) -> None:
-        dfa = compiled.dfa
-        empty_gen = compiled.gen_text == ""
-        self.accepting = [
-            dfa.accepting[s] or any(isinstance(t.atom, Gen) and empty_gen and dfa.accepting[t.target] for t in trs)
-            for s, trs in enumerate(dfa.transitions)
-        ]
+        dfa = compiled.parse_dfa
+        self.accepting = list(dfa.accepting)
         self.table: list[Alternation | None] = []
         self._compiled = compiled
+        self._finishes = dfa.finishing()
         for state in range(len(dfa.transitions)):
-            alts, opens, gens, lits = self._alternatives(state, 0)
-            # Complete turns first; a turn left open or only opened is what remains at the
-            # end; a bare literal last, when nothing that follows it matched with it.
-            self.table.append(_alternation(alts + opens + gens + lits, compiled.date_format))
+            turns, gens, lits = self._alternatives(state, 0)
+            # Each turn complete, then left open (only at the end of the text), in grammar
+            # order; then the generation prompt; a bare literal last, when nothing that
+            # follows it matched with it.
+            self.table.append(_alternation(turns + gens + lits, compiled.date_format))
         # Link each action to the entry of the state it leads to: [match, actions, accepting].
         entries: list[list[Any] | None] = [
             [t[0], t[1], acc] if t else None for t, acc in zip(self.table, self.accepting, strict=True)
@@ -54,39 +52,37 @@ class Scanner:
                 e[1] = {g: (a[0], _end_entry(entries, a[1], self.accepting), *a[2:]) for g, a in e[1].items()}
         self.start = entries[0] if entries[0] is not None else _end_entry(entries, 0, self.accepting)
 
-    def _alternatives(self, state: int, depth: int) -> tuple[list[Alt], list[Alt], list[Alt], list[Alt]]:
+    def _alternatives(self, state: int, depth: int) -> tuple[list[Alt], list[Alt], list[Alt]]:
         """What may come next at ``state``: complete turns, open turns, prompts, literals.
 
         A literal is folded into the alternatives of the state it leads to (up to
         a small depth), so that a BOS or a separator costs no step of its own.
         """
         compiled = self._compiled
-        alts: list[Alt] = []
-        opens: list[Alt] = []
+        turns: list[Alt] = []
         gens: list[Alt] = []
         lits: list[Alt] = []
-        for t in compiled.dfa.transitions[state]:
+        for t in compiled.parse_dfa.transitions[state]:
             a = t.atom
             if isinstance(a, (Lit, Slot)):  # a literal, or a variable (a date)
                 lit: RegexPart = (
                     re_escape(a.text) if isinstance(a, Lit) else SlotPart("var", a.pattern, False, a.terminal)
                 )
                 if depth < _FOLD_DEPTH:
-                    for group, out in zip(
-                        self._alternatives(t.target, depth + 1), (alts, opens, gens, lits), strict=True
-                    ):
+                    for group, out in zip(self._alternatives(t.target, depth + 1), (turns, gens, lits), strict=True):
                         out += [([lit, *parts], action) for parts, action in group]
                 lits.append(([lit], (_LIT, t.target, None, None, None)))
             elif isinstance(a, Msg):
                 shape = compiled.shapes[a.rule]
                 inv = _inverse(shape.role_slot)
                 reader = _reader(shape.content)
-                alts.append((shape.regex, (_MSG, t.target, shape.role, inv, reader)))
-                opens.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader)))
-            elif isinstance(a, Gen) and compiled.gen_text != "":
+                turns.append((shape.regex, (_MSG, t.target, shape.role, inv, reader)))
+                if self._finishes[t.target]:  # an open turn is the one that ends the document
+                    turns.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader)))
+            elif isinstance(a, Gen):
                 role = None if compiled.gen_role_slot is not None else ASSISTANT
                 gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None)))
-        return alts, opens, gens, lits
+        return turns, gens, lits
 
     def scan(self, text: str, found: dict[str, str] | None = None) -> list[Message] | None:
         """The messages of ``text``, or None when it is not a document of the format.

@@ -112,12 +112,19 @@ def conversations(
         if not budget_left:  # head for the nearest accepting state
             steps = [min(steps, key=lambda t: distance[t.target])]  # type: ignore[arg-type,return-value]
         t = draw(st.sampled_from(steps))
-        if isinstance(t.atom, Msg):
+        if isinstance(t.atom, Msg) and t.atom.dropped:  # a message the template writes nothing for
+            msgs.append(Message(role=t.atom.role or "system", content=draw(content)))
+            can_open = False
+        elif isinstance(t.atom, Msg):
             shape = c.shapes[t.atom.rule]
             role = shape.role or draw(st.sampled_from(generic_roles))
             msgs.append(Message(role=role, content=draw(content)))
             can_open = shape.content.transform not in READERS
         state = t.target
+    if c.spec.header.get("system-at") == "last-user":
+        # The automaton is in the order of the text; the caller puts the system message first.
+        systems = [m for m in msgs if m.role == "system"]
+        msgs = systems + [m for m in msgs if m.role != "system"]
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
     if allow_open and can_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
         last = msgs[-1]

@@ -41,14 +41,12 @@ CASES = [
     ),
     # Zephyr turns end with a newline after </s>.
     ("zephyr", "<|user|>\nhi</s>", (2, 7, 15), 'expected "\\n" (at end of text)\n  hi</s>\n        ^'),
-    # Alpaca alternates: an instruction cannot follow an instruction.
+    # An Alpaca answer ends with </s> before the blank line.
     (
         "alpaca",
-        "<s>### Instruction:\nhi\n\n### Instruction:\nagain\n\n",
-        (4, 1, 24),
-        'expected "### Response:\\n" or end of text before "### Instruction:\\n" (line 4, column 1)\n'
-        "  ### Instruction:\n"
-        "  ^",
+        "<s>### Instruction:\nhi\n\n### Response:\nok\n\n",
+        (5, 3, 40),
+        'expected "</s>" or end of text before "\\n\\n" (line 5, column 3)\n  ok\n    ^',
     ),
     # Llama 2 trims the answer: two spaces after [/INST] are not what the template writes.
     (
@@ -124,12 +122,18 @@ def test_unknown_role_is_named() -> None:
     assert "no 'tool' role" in str(info.value)
 
 
-def test_a_dropped_system_message_is_refused() -> None:
-    # The Llama 2 template renders nothing for a lone system message; chatgrammar says so.
-    with pytest.raises(cg.UnsupportedConversationError) as info:
-        cg.render([{"role": "system", "content": "x"}], "llama2")
-    assert info.value.index == 0
-    assert "expects 'user' next" in str(info.value)
+def test_a_dropped_system_message_is_declared() -> None:
+    # The Llama 2 template writes nothing for a lone system message. chatgrammar writes
+    # the same, and normalize shows the loss: the message reads back empty.
+    fmt = cg.get_format("llama2")
+    assert fmt.render([{"role": "system", "content": "x"}]) == ""
+    assert fmt.normalize([{"role": "system", "content": "x"}]) == [cg.Message(role="system", content="")]
+    # Between two user turns a system message is dropped too, and read back empty.
+    msgs = [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", "content": "c"}]
+    text = fmt.render(msgs)
+    assert text == "<s>[INST] a [/INST]<s>[INST] c [/INST]"
+    assert fmt.parse(text)[1] == cg.Message(role="system", content="")
+    assert fmt.render(fmt.parse(text)) == text
 
 
 def test_open_turn_and_generation_prompt_together() -> None:
