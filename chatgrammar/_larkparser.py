@@ -22,9 +22,8 @@ from ._compiler import ASSISTANT, Compiled
 from ._errors import ParseError
 from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
-from ._patterns import date_check
+from ._patterns import date_check, re_escape
 from ._render import ROLE_TRANSFORMS
-from ._patterns import re_escape
 from ._scanner import _reader
 
 __all__ = ["LarkParser", "lark_grammar"]

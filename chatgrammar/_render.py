@@ -317,7 +317,7 @@ class Planner:
                     shape = self.c.shapes[a.rule]
                     if shape.role is not None and shape.role != roles[i]:
                         continue
-                    if shape.role is None and (own.get(state, ()) and roles[i] in own[state] or refused(roles[i])):
+                    if shape.role is None and (roles[i] in own[state] or refused(roles[i])):
                         continue  # a role with its own rule here is written by that rule
                     is_open = open_last and i == n - 1
                     nxt, step = (t.target, i + 1, g, is_open), ("msg", shape, i, is_open)
