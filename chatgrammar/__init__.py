@@ -16,7 +16,7 @@ from ._errors import (
     UnsafeContentError,
     UnsupportedConversationError,
 )
-from ._format import Format
+from ._format import Format, RolePolicy
 from ._message import Message
 from ._registry import formats, get_format
 
@@ -27,6 +27,7 @@ __all__ = [
     "Message",
     "ParseError",
     "RenderError",
+    "RolePolicy",
     "UnknownFormatError",
     "UnsafeContentError",
     "UnsupportedConversationError",

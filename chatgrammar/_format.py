@@ -6,18 +6,53 @@ import datetime
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import product
 from typing import Any, Literal
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
 from ._errors import ChatGrammarError, RenderError, UnsafeContentError, UnsupportedConversationError
 from ._grammar import GrammarSpec, load_grammar, read_header
+from ._ir import Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._scanner import Scanner
 
-__all__ = ["Format"]
+__all__ = ["Format", "RolePolicy"]
+
+SystemPolicy = Literal["native", "merged-first-user", "merged-last-user", "none"]
+
+_TRIMS = {
+    "strip": "leading and trailing whitespace is trimmed",
+    "lstrip": "leading whitespace is trimmed",
+    "rstrip": "trailing whitespace is trimmed",
+    "strip_nl": "leading and trailing newlines are trimmed",
+    "lstrip_nl": "leading newlines are trimmed",
+    "rstrip_nl": "trailing newlines are trimmed",
+}
+
+
+@dataclass(frozen=True)
+class RolePolicy:
+    """Which conversations a format can write, and what it loses writing them.
+
+    Derived from the grammar (by asking its planner), never declared twice.
+    """
+
+    system: SystemPolicy
+    """``native``: a turn of its own; ``merged-first-user`` / ``merged-last-user``: written
+    inside that user turn (it reads back as part of it); ``none``: the format has no system message."""
+    system_anywhere: bool
+    """A system message may come after other messages, not only first."""
+    alternation: bool
+    """User and assistant turns must alternate (two user or two assistant messages in a row are refused)."""
+    roles: tuple[str, ...] | None
+    """The roles the format writes; None when it writes any role."""
+    default_system: str | None
+    """What the template writes when the conversation has no system message (``{date}`` stands for the date)."""
+    losses: tuple[str, ...]
+    """What ``normalize`` changes, in words: trimmed content, merged or dropped messages, defaults."""
 
 
 class Format:
@@ -120,6 +155,100 @@ class Format:
         """The special tokens and line-start markers refused inside content."""
         c = self._c
         return list(dict.fromkeys(c.tokens + c.markers))
+
+    @property
+    def policy(self) -> RolePolicy:
+        """The format's role policy: system message, alternation, roles, losses.
+
+        >>> from chatgrammar import get_format
+        >>> p = get_format("llama2").policy
+        >>> p.system, p.alternation
+        ('native', True)
+        >>> get_format("gemma3").system
+        'merged-first-user'
+        """
+        policy = self.__dict__.get("_policy")
+        if policy is None:
+            policy = self.__dict__["_policy"] = self._role_policy()
+        return policy
+
+    @property
+    def system(self) -> SystemPolicy:
+        """Where a system message goes: ``native``, ``merged-first-user``, ``merged-last-user`` or ``none``."""
+        return self.policy.system
+
+    @property
+    def alternation(self) -> bool:
+        """Whether user and assistant turns must alternate."""
+        return self.policy.alternation
+
+    @property
+    def losses(self) -> list[str]:
+        """What rendering loses, in words (``normalize`` shows it on a conversation)."""
+        return list(self.policy.losses)
+
+    def _accepts(self, roles: list[str]) -> Plan | None:
+        try:
+            return self._planner.plan(list(roles), False, False)
+        except UnsupportedConversationError:
+            return None
+
+    def _role_policy(self) -> RolePolicy:
+        c = self._c
+        header = self._header
+        system: SystemPolicy
+        plan = self._accepts(["system", "user"])
+        if c.merge_sep is not None:
+            system = "merged-last-user" if header.get("system-at") == "last-user" else "merged-first-user"
+        elif plan is not None and 0 in plan.order:
+            system = "native"
+        else:
+            system = "none"
+        later = self._accepts(["user", "assistant", "system", "user"])
+        anywhere = system == "native" and later is not None and 2 in later.order
+        alternation = (
+            self._accepts(["user", "user"]) is None and self._accepts(["user", "assistant", "assistant"]) is None
+        )
+        default = None
+        if c.default_system is not None:
+            default = "".join(p if isinstance(p, str) else "{date}" for p in c.default_system)
+        losses: list[str] = []
+        by_role: dict[str, set[str]] = {}
+        for shape in c.shapes.values():
+            t = shape.content.transform
+            if t in _TRIMS:
+                by_role.setdefault(shape.role or "other roles'", set()).add(_TRIMS[t])
+        for role, trims in sorted(by_role.items()):
+            how = " or ".join(sorted(trims)) + (" (depending on the turn's position)" if len(trims) > 1 else "")
+            losses.append(f"{role} content: {how}")
+        if c.merge_sep is not None:
+            where = "last" if system == "merged-last-user" else "first"
+            losses.append(
+                f"a system message is written into the {where} user turn after {c.merge_sep!r}: "
+                "it reads back as part of that user message"
+            )
+        if default is not None:
+            losses.append("with no system message the template writes a default one: it reads back as a system message")
+        if self._planner.has_dropped:
+            dropped = sorted(
+                {
+                    t.atom.role or "a"
+                    for trs in c.dfa.transitions
+                    for t in trs
+                    if isinstance(t.atom, Msg) and t.atom.dropped
+                }
+            )
+            for role in dropped:
+                losses.append(
+                    f"the template writes nothing for a {role} message in some positions: "
+                    "it reads back empty where the reading needs it, else not at all"
+                )
+        if c.has_gen and c.gen_text == "":
+            losses.append("the generation prompt writes nothing: it does not read back as an open assistant turn")
+        roles = self.roles
+        return RolePolicy(
+            system, anywhere, alternation, tuple(roles) if roles is not None else None, default, tuple(losses)
+        )
 
     def _terminal(self, key: str) -> str | None:
         name = self._header.get(key)

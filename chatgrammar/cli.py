@@ -8,6 +8,7 @@ reports problems on stderr as ``file:line:col: message`` and exits 0 (done),
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,18 @@ class _Problem(Exception):
     """An input problem, already worded as ``file:line:col: message``."""
 
 
+class _Usage(Exception):
+    """A command-line mistake (exit 2)."""
+
+
+def _option_value(text: str) -> Any:
+    """A -o value: JSON when it reads as JSON (false, 3, "x"), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
@@ -40,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Problem as e:
         print(str(e), file=sys.stderr)
         return EXIT_PROBLEM
+    except _Usage as e:
+        print(f"chatgrammar: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except ChatGrammarError as e:
         if isinstance(e, LookupError):  # an unknown format name is a usage error
             print(f"chatgrammar: error: {e}", file=sys.stderr)
@@ -70,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--allow-unsafe", action="store_true", help="render content that holds the format's delimiters anyway"
     )
+    r.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template switch, e.g. enable_thinking=false (see `formats --long`)",
+    )
+    r.add_argument("--date", help="the date a template prints, YYYY-MM-DD (default: today, as the template does)")
     r.set_defaults(run=_render)
 
     q = sub.add_parser("parse", help="prompt text -> JSON messages")
@@ -101,13 +126,28 @@ def _formats(args: argparse.Namespace) -> int:
             out.write(name + "\n")
             continue
         fmt = get_format(name)
-        roles = ", ".join(fmt.roles) if fmt.roles is not None else "any"
+        policy = fmt.policy
+        rows = [
+            ("aliases", ", ".join(fmt.aliases) or "-"),
+            ("models", ", ".join(fmt.models) or "-"),
+            ("roles", ", ".join(policy.roles) if policy.roles is not None else "any"),
+            (
+                "system",
+                policy.system
+                + ("" if policy.system != "native" else ", anywhere" if policy.system_anywhere else ", first only"),
+            ),
+            ("alternation", "required" if policy.alternation else "not required"),
+            ("stop", json.dumps(fmt.stop, ensure_ascii=False)),
+            ("generation", json.dumps(fmt.generation_prompt, ensure_ascii=False)),
+        ]
+        if fmt.options:
+            rows.append(("options", ", ".join(f"{k}={'|'.join(map(str, v))}" for k, v in fmt.option_values.items())))
+        if policy.default_system is not None:
+            rows.append(("default", json.dumps(policy.default_system, ensure_ascii=False)))
+        rows += [("loses", loss) for loss in policy.losses]
         out.write(f"{name}\n")
-        out.write(f"  aliases:    {', '.join(fmt.aliases) or '-'}\n")
-        out.write(f"  models:     {', '.join(fmt.models) or '-'}\n")
-        out.write(f"  roles:      {roles}\n")
-        out.write(f"  stop:       {json.dumps(fmt.stop, ensure_ascii=False)}\n")
-        out.write(f"  generation: {json.dumps(fmt.generation_prompt, ensure_ascii=False)}\n")
+        for label, value in rows:
+            out.write(f"  {label + ':':<13}{value}\n")
     return EXIT_OK
 
 
@@ -116,13 +156,36 @@ def _render(args: argparse.Namespace) -> int:
     source = _name(args.file)
     data = _load_json(_read(args.file), source)
     gen = args.add_generation_prompt
-    if isinstance(data, dict):
-        gen = gen or bool(data.get("add_generation_prompt", False))
-        data = data.get("messages")
+    options: dict[str, Any] = {}
+    date = args.date
+    if isinstance(data, dict):  # {"messages": [...], "add_generation_prompt": ..., "date": ..., other switches}
+        data = dict(data)
+        gen = gen or bool(data.pop("add_generation_prompt", False))
+        date = date or data.pop("date", None)
+        messages = data.pop("messages", None)
+        options.update(data)
+        data = messages
     if not isinstance(data, list):
         raise _Problem(f"{source}:1:1: expected a JSON list of messages or an object with 'messages'")
+    for item in args.option:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise _Usage(f"-o takes NAME=VALUE, not {item!r}")
+        options[key] = _option_value(value)
+    when = None
+    if date is not None:
+        try:
+            when = datetime.date.fromisoformat(str(date))
+        except ValueError:
+            raise _Usage(f"--date takes YYYY-MM-DD, not {date!r}") from None
     try:
-        text = fmt.render(data, add_generation_prompt=gen, on_unsafe="allow" if args.allow_unsafe else "raise")
+        text = fmt.render(
+            data,
+            add_generation_prompt=gen,
+            on_unsafe="allow" if args.allow_unsafe else "raise",
+            date=when,
+            **options,
+        )
     except RenderError as e:
         where = f"message {e.index}: " if e.index is not None else ""
         raise _Problem(f"{source}: {where}{e}") from None

@@ -14,6 +14,7 @@ def test_exported_members() -> None:
             "Message",
             "ParseError",
             "RenderError",
+            "RolePolicy",
             "UnknownFormatError",
             "UnsafeContentError",
             "UnsupportedConversationError",

@@ -24,10 +24,28 @@ def test_formats() -> None:
     assert r.stdout.split() == cg.formats()
 
 
-def test_formats_long_shows_stop_strings() -> None:
+def _blocks(text: str) -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            current = out.setdefault(line, {})
+        else:
+            key, _, value = line.strip().partition(": ")
+            current.setdefault(key.rstrip(":"), []).append(value.strip())
+    return out
+
+
+def test_formats_long_shows_stop_strings_and_policies() -> None:
     r = run("formats", "--long")
     assert r.returncode == 0
-    assert 'stop:       ["<|im_end|>"]' in r.stdout
+    blocks = _blocks(r.stdout)
+    assert list(blocks) == cg.formats()
+    assert blocks["chatml"]["stop"] == ['["<|im_end|>"]']
+    assert blocks["llama2"]["alternation"] == ["required"]
+    assert blocks["chatml"]["alternation"] == ["not required"]
+    assert blocks["gemma3"]["system"] == ["merged-first-user"]
+    assert blocks["mistral"]["system"] == ["none"]
+    assert any("whitespace" in loss for loss in blocks["llama2"]["loses"])
 
 
 def test_render_from_stdin() -> None:
@@ -96,3 +114,31 @@ def test_missing_file_exits_1() -> None:
     r = run("parse", "-f", "chatml", "/nonexistent/file.txt")
     assert r.returncode == 1
     assert r.stderr.startswith("/nonexistent/file.txt: ")
+
+
+def test_render_with_options_and_date() -> None:
+    msgs = json.dumps([{"role": "user", "content": "Hi"}])
+    r = run("render", "-f", "qwen3", "-g", "-o", "enable_thinking=false", stdin=msgs)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == cg.render(json.loads(msgs), "qwen3", add_generation_prompt=True, enable_thinking=False)
+    assert r.stdout != cg.render(json.loads(msgs), "qwen3", add_generation_prompt=True)
+    r = run("render", "-f", "llama3.2", "--date", "2024-07-26", stdin=msgs)
+    assert r.returncode == 0, r.stderr
+    assert "26 Jul 2024" in r.stdout
+
+
+def test_render_object_carries_options() -> None:
+    doc = {"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": True, "enable_thinking": False}
+    r = run("render", "-f", "qwen3", stdin=json.dumps(doc))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("<think>\n\n</think>\n\n")
+
+
+def test_render_bad_option_and_date_are_usage_errors() -> None:
+    msgs = json.dumps([{"role": "user", "content": "Hi"}])
+    r = run("render", "-f", "qwen3", "-o", "enable_thinking", stdin=msgs)
+    assert r.returncode == 2 and "NAME=VALUE" in r.stderr
+    r = run("render", "-f", "llama3.2", "--date", "26/07/2024", stdin=msgs)
+    assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
+    r = run("render", "-f", "qwen3", "-o", "thinking=true", stdin=msgs)
+    assert r.returncode == 1 and "no option 'thinking'" in r.stderr
