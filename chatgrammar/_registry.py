@@ -61,6 +61,16 @@ def _load() -> dict[str, Format]:
                 if other is not None and other is not fmt:
                     raise GrammarError(f"{key!r} names both {other.name!r} and {fmt.name!r}", source=str(path))
                 index[norm] = fmt
+        # A model id also answers without its organisation ("Llama-2-7b-chat-hf"), where
+        # that is not ambiguous and names nothing else.
+        short: dict[str, set[str]] = {}
+        for fmt in found.values():
+            for model in fmt.models:
+                if "/" in model:
+                    short.setdefault(normalize_name(model.rsplit("/", 1)[1]), set()).add(fmt.name)
+        for key, names in short.items():
+            if len(names) == 1 and key not in index:
+                index[key] = found[next(iter(names))]
         _by_name.update(index)
         _canonical.update(found)
     return _by_name
@@ -77,10 +87,12 @@ def formats() -> list[str]:
 
 
 def get_format(name: str | Format) -> Format:
-    """The format with this name, alias or model id.
+    """The format with this name, alias or model id (with or without its organisation).
 
     >>> get_format("Llama-2").name
     'llama2'
+    >>> get_format("meta-llama/Llama-2-7b-chat-hf").name, get_format("llama-2-7b-chat-hf").name
+    ('llama2', 'llama2')
 
     An unknown name raises UnknownFormatError, suggesting the closest names;
     there is never a fallback to a default format.

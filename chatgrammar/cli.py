@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     f = sub.add_parser("formats", help="list the chat formats")
-    f.add_argument("--long", action="store_true", help="show aliases, roles, stop strings and generation prompt")
+    f.add_argument("--long", action="store_true", help="show aliases, model ids, role policies, stop strings, losses")
+    f.add_argument("--markdown", action="store_true", help="write the catalogue page (docs/formats.md)")
     f.set_defaults(run=_formats)
 
     r = sub.add_parser("render", help="JSON messages -> prompt text")
@@ -121,6 +122,11 @@ def _name(path: str) -> str:
 
 def _formats(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
+    if args.markdown:
+        from ._catalogue import formats_markdown
+
+        out.write(formats_markdown())
+        return EXIT_OK
     for name in formats():
         if not args.long:
             out.write(name + "\n")

@@ -78,6 +78,8 @@ def contents(pieces: list[str] | None = None, long: bool = True) -> st.SearchStr
             st.text(alphabet="\n \t", max_size=3), st.text(max_size=20), st.text(alphabet="\n \t", max_size=3)
         ).map("".join),
         st.sampled_from(["", " ", "\n", "héllo wörld ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية", "a\r\nb", "\x00\x1b[0m"]),
+        # Template and format-string syntax must come through as text.
+        st.sampled_from(["{{ messages }}", "{% if x %}", "{#", "100% {0} %s %(name)s {}", "}}{{", "'\"\\"]),
     ]
     if long:
         base.append(st.text(min_size=1, max_size=16).map(lambda s: (s * (10_000 // len(s) + 1))[:10_000]))

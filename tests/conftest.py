@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT.parent / "shared" / "templates"
+EXTRA_TEMPLATES = ROOT / "tests" / "templates"  # further real templates, with their sources
 
 # "default" keeps the suite short; HYPOTHESIS_PROFILE=long for deep runs (see README).
 settings.register_profile(

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from conftest import TEMPLATES
+from conftest import EXTRA_TEMPLATES, TEMPLATES
 
 from chatgrammar import Format, Message
 
@@ -31,9 +31,18 @@ class TemplateRaised(Exception):
 
 
 @cache
-def index() -> list[dict[str, Any]]:
+def shared_index() -> list[dict[str, Any]]:
+    """The entries of ../shared/templates/index.json."""
     entries: list[dict[str, Any]] = json.loads((TEMPLATES / "index.json").read_text(encoding="utf-8"))
     return entries
+
+
+@cache
+def index() -> list[dict[str, Any]]:
+    """Every reference template: ../shared/templates, then the ones kept in tests/templates
+    (real templates of further families, each with its public source)."""
+    extra: list[dict[str, Any]] = json.loads((EXTRA_TEMPLATES / "index.json").read_text(encoding="utf-8"))
+    return shared_index() + extra
 
 
 def entry_for(fmt: Format) -> dict[str, Any]:
@@ -44,7 +53,11 @@ def entry_for(fmt: Format) -> dict[str, Any]:
 
 @cache
 def _source(template_file: str) -> str:
-    return (TEMPLATES / template_file).read_text(encoding="utf-8")
+    for folder in (TEMPLATES, EXTRA_TEMPLATES):
+        path = folder / template_file
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise FileNotFoundError(template_file)
 
 
 FIXED_DATE = render_reference.FIXED_NOW.date()
