@@ -29,6 +29,7 @@ import chatgrammar as cg
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT.parent / "shared" / "templates"
+EXTRA_TEMPLATES = ROOT / "tests" / "templates"
 sys.path.insert(0, str(TEMPLATES))
 
 WORDS = [
@@ -176,12 +177,23 @@ def jinja_renderer(fmt: cg.Format) -> Callable[[Msgs, bool], str] | None:
         return None
     import render_reference
 
-    entry = next(e for e in json.loads((TEMPLATES / "index.json").read_text()) if e["template_file"] == fmt.reference)
-    template = render_reference._compile((TEMPLATES / fmt.reference).read_text())
+    for folder in (TEMPLATES, EXTRA_TEMPLATES):
+        entries = json.loads((folder / "index.json").read_text())
+        entry = next((e for e in entries if e["template_file"] == fmt.reference), None)
+        if entry is not None:
+            break
+    else:
+        return None
+    template = render_reference._compile((folder / fmt.reference).read_text())
+    kwargs = dict(entry.get("render_kwargs", {}))
 
     def render(msgs: Msgs, gen: bool) -> str:
         return template.render(
-            messages=msgs, add_generation_prompt=gen, bos_token=entry["bos_token"], eos_token=entry["eos_token"]
+            messages=msgs,
+            add_generation_prompt=gen,
+            bos_token=entry["bos_token"],
+            eos_token=entry["eos_token"],
+            **kwargs,
         )
 
     return render
@@ -203,6 +215,8 @@ def main() -> None:
         f" {'parse':>9} {'regex':>9} {'cg/regex':>8} {'lark':>9}"
     )
     worst_render, worst_parse = 0.0, float("inf")
+    slowest: dict[str, tuple[float, str]] = {}  # chat size -> (µs per render, format)
+    least_jinja: dict[str, tuple[float, str]] = {}  # chat size -> (speed-up over jinja2, format)
     for name in args.formats.split(","):
         fmt = cg.get_format(name)
         jinja = jinja_renderer(fmt)
@@ -219,6 +233,8 @@ def main() -> None:
                 return [fmt.render(c, add_generation_prompt=True) for c in convs]
 
             t_cg = best_of(ours, repeat) / len(convs)
+            if t_cg > slowest.get(size, (0.0, ""))[0]:
+                slowest[size] = (t_cg, name)
             row = f"{name:8} {size:5} | {t_cg * 1e6:7.2f}µ"
             if join is not None:
                 assert [join(c) for c in convs] == texts, f"{name}: the hand-written join disagrees"
@@ -230,6 +246,8 @@ def main() -> None:
             if jinja is not None:
                 assert [jinja(c, True) for c in convs] == texts, f"{name}: jinja2 disagrees"
                 _, t_j, ratio = paired(ours, lambda: [jinja(c, True) for c in convs], repeat)
+                if 1 / ratio < least_jinja.get(size, (float("inf"), ""))[0]:
+                    least_jinja[size] = (1 / ratio, name)
                 row += f" {t_j / len(convs) * 1e6:7.2f}µ {1 / ratio:8.1f}"
             else:
                 row += f" {'-':>8} {'-':>8}"
@@ -252,6 +270,10 @@ def main() -> None:
             row += f" {nbytes / t_lark / 1e6:6.0f}MB/s"
             print(row)
     print()
+    for size, (t, name) in slowest.items():
+        print(f"render, {size} chats: slowest format {name} at {t * 1e6:.2f}µs per chat")
+    for size, (x, name) in least_jinja.items():
+        print(f"render, {size} chats: smallest speed-up over its jinja2 template {x:.1f}x ({name})")
     if worst_render:
         print(f"render: slowest ratio to the hand-written join {worst_render:.2f} (target <= 2)")
     if worst_parse != float("inf"):

@@ -465,7 +465,12 @@ class Format:
     def _checked(self, r: _Rendering) -> str:
         plan, contents = r.plan, r.contents
         guards = r.variant.compiled.guards
-        suspect = any(not guards[id(s)].passes(contents[i]) for i, s in zip(plan.contents, plan.slots, strict=True))
+        suspect = False
+        for i, s in zip(plan.contents, plan.slots, strict=True):
+            guard = guards[id(s)]
+            if not guard.passes(contents[i]) and not guard.passes_exactly(contents[i]):
+                suspect = True
+                break
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
         text = plan.build(r.roles, contents, r.values)

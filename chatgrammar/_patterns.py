@@ -300,6 +300,20 @@ class Guard:
     triggers: tuple[str, ...]
     prefixes: tuple[str, ...]
     suffixes: tuple[str, ...]
+    # The refused strings themselves: the same proof, exactly, when a trigger occurs.
+    refused: tuple[str, ...] = ()
+    refused_prefixes: tuple[str, ...] = ()
+    refused_suffixes: tuple[str, ...] = ()
+
+    def passes_exactly(self, content: str) -> bool:
+        """No refused string in ``content``, at its start or at its end: slower than ``passes``, never wrong."""
+        for s in self.refused:
+            if s in content:
+                return False
+        return not (
+            (self.refused_prefixes and content.startswith(self.refused_prefixes))
+            or (self.refused_suffixes and content.endswith(self.refused_suffixes))
+        )
 
     def passes(self, content: str) -> bool:
         for t in self.triggers:
@@ -314,7 +328,14 @@ def guard_for(rules: SlotRules, triggers: tuple[str, ...]) -> Guard:
     """The guard of one slot, given the format's triggers (see ``triggers_for``)."""
     prefixes = [s for s in rules.at_start if not any(t in s for t in triggers)]
     suffixes = [s for s in rules.last if not any(t in s for t in triggers)]
-    return Guard(triggers, tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(suffixes)))
+    return Guard(
+        triggers,
+        tuple(dict.fromkeys(prefixes)),
+        tuple(dict.fromkeys(suffixes)),
+        tuple(dict.fromkeys(rules.anywhere)),
+        tuple(dict.fromkeys(rules.at_start)),
+        tuple(dict.fromkeys(rules.last)),
+    )
 
 
 def triggers_for(all_rules: Iterable[SlotRules]) -> tuple[str, ...]:
