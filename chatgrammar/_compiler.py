@@ -145,7 +145,13 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         tokens=tokens,
         markers=markers,
         options=dict(options),
-        variables=list(dict.fromkeys(s.terminal for s in walk(start) if isinstance(s, Slot) and s.field == "var")),
+        # Variables (the date) the conversation writes, then those only the default system message writes.
+        variables=list(
+            dict.fromkeys(
+                [s.terminal for s in walk(start) if isinstance(s, Slot) and s.field == "var"]
+                + [p[1].terminal for p in default_system or [] if not isinstance(p, str)]
+            )
+        ),
         default_system=default_system,
         merge_sep=spec.terminals[spec.header["merge-system"]] if spec.header.get("merge-system") else None,
         user_pattern=user.content.pattern if user is not None else None,
