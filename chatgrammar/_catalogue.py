@@ -28,7 +28,7 @@ _TURNS = [
 def example_messages(fmt: Format) -> list[dict[str, str]]:
     """The example conversation shown for ``fmt``: with a system message where it has one."""
     with_system = [_SYSTEM, *_TURNS]
-    return with_system if fmt.system != "none" else list(_TURNS)
+    return with_system if fmt.system not in ("none", "dropped") else list(_TURNS)
 
 
 def _example(fmt: Format) -> str:
@@ -62,9 +62,10 @@ def formats_markdown() -> str:
         f"chatgrammar has {len(names)} built-in formats. Each is found by its name, any alias or any model id",
         "(`chatgrammar.get_format`); each renders exactly what its reference chat template renders.",
         "**system**: where a system message goes (`native`: a turn of its own; `merged-first-user` /",
-        "`merged-last-user`: inside that user turn; `none`: refused). **alternation**: user and assistant",
-        "turns must alternate. **losses**: what `Format.normalize` changes, i.e. what reading the text back cannot",
-        "recover. Examples are rendered with a generation prompt"
+        "`merged-last-user`: inside that user turn; `dropped`: the template writes nothing for it;",
+        "`none`: refused). **alternation**: user and assistant turns must alternate. **losses**: what",
+        "`Format.normalize` changes, i.e. what reading the text back cannot recover.",
+        "Examples are rendered with a generation prompt"
         f" on {EXAMPLE_DATE.isoformat()} (for templates that print the date).",
         "",
         "| format | aliases | stop strings | system | alternation |",

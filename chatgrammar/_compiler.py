@@ -124,6 +124,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
     triggers = triggers_for(content_rules.values())
+    shapes_by_content = {id(s.content): s for s in shapes.values()}
     default_system = None
     if spec.default_system is not None:
         default_system = _default_pieces(resolve(spec.default_system, options), origin)
@@ -140,7 +141,10 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         if gen_body is not None
         else None,
         rules=rules,
-        guards={key: guard_for(r, triggers) for key, r in content_rules.items()},
+        guards={
+            key: guard_for(r, triggers, required=not _optional_content(shapes_by_content[key]))
+            for key, r in content_rules.items()
+        },
         role_pattern=role_slots[0].pattern if role_slots else None,
         tokens=tokens,
         markers=markers,
@@ -426,6 +430,11 @@ def _shape(msg: Msg, origin: str) -> Shape:
         regex=_regex(msg.body),
         open_regex=_regex(open_body, unwrap=True),
     )
+
+
+def _optional_content(shape: Shape) -> bool:
+    """Whether the content slot stands in an optional part (empty content writes nothing there)."""
+    return any(isinstance(n, Opt) and any(s is shape.content for s in walk(n)) for n in walk(shape.body))
 
 
 def _writes_text(n: Node) -> bool:

@@ -21,7 +21,7 @@ from ._scanner import Scanner
 
 __all__ = ["Format", "RolePolicy"]
 
-SystemPolicy = Literal["native", "merged-first-user", "merged-last-user", "none"]
+SystemPolicy = Literal["native", "merged-first-user", "merged-last-user", "dropped", "none"]
 
 _TRIMS = {
     "strip": "leading and trailing whitespace is trimmed",
@@ -42,7 +42,8 @@ class RolePolicy:
 
     system: SystemPolicy
     """``native``: a turn of its own; ``merged-first-user`` / ``merged-last-user``: written
-    inside that user turn (it reads back as part of it); ``none``: the format has no system message."""
+    inside that user turn (it reads back as part of it); ``dropped``: the template writes nothing for it;
+    ``none``: the format refuses it."""
     system_anywhere: bool
     """A system message may come after other messages, not only first."""
     alternation: bool
@@ -174,7 +175,7 @@ class Format:
 
     @property
     def system(self) -> SystemPolicy:
-        """Where a system message goes: ``native``, ``merged-first-user``, ``merged-last-user`` or ``none``."""
+        """Where a system message goes (see ``RolePolicy.system``)."""
         return self.policy.system
 
     @property
@@ -202,6 +203,8 @@ class Format:
             system = "merged-last-user" if header.get("system-at") == "last-user" else "merged-first-user"
         elif plan is not None and 0 in plan.order:
             system = "native"
+        elif plan is not None:
+            system = "dropped"
         else:
             system = "none"
         later = self._accepts(["user", "assistant", "system", "user"])
@@ -504,6 +507,17 @@ class Format:
                     index=i,
                     offset=offset,
                     delimiter=delim,
+                    format=self.name,
+                )
+        for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
+            if c.guards[id(slot)].required and not r.contents[i]:
+                return UnsafeContentError(
+                    f"message {i} ({r.roles[i]!r}) is empty where {self.name} needs content: its template "
+                    "writes an empty one differently, so the prompt would not read back as the same "
+                    "conversation. Give it content, or pass on_unsafe='allow' to render it anyway.",
+                    index=i,
+                    offset=0,
+                    delimiter="",
                     format=self.name,
                 )
         i = r.plan.contents[-1]

@@ -304,9 +304,12 @@ class Guard:
     refused: tuple[str, ...] = ()
     refused_prefixes: tuple[str, ...] = ()
     refused_suffixes: tuple[str, ...] = ()
+    required: bool = False  # the slot is not optional: empty content does not read back
 
     def passes_exactly(self, content: str) -> bool:
         """No refused string in ``content``, at its start or at its end: slower than ``passes``, never wrong."""
+        if self.required and not content:
+            return False
         for s in self.refused:
             if s in content:
                 return False
@@ -316,6 +319,8 @@ class Guard:
         )
 
     def passes(self, content: str) -> bool:
+        if self.required and not content:
+            return False
         for t in self.triggers:
             if t in content:
                 return False
@@ -324,7 +329,7 @@ class Guard:
         )
 
 
-def guard_for(rules: SlotRules, triggers: tuple[str, ...]) -> Guard:
+def guard_for(rules: SlotRules, triggers: tuple[str, ...], required: bool = False) -> Guard:
     """The guard of one slot, given the format's triggers (see ``triggers_for``)."""
     prefixes = [s for s in rules.at_start if not any(t in s for t in triggers)]
     suffixes = [s for s in rules.last if not any(t in s for t in triggers)]
@@ -335,6 +340,7 @@ def guard_for(rules: SlotRules, triggers: tuple[str, ...]) -> Guard:
         tuple(dict.fromkeys(rules.anywhere)),
         tuple(dict.fromkeys(rules.at_start)),
         tuple(dict.fromkeys(rules.last)),
+        required,
     )
 
 

@@ -530,6 +530,8 @@ def _compile(
                 checks.append(f"c{i}.startswith({k.ref(g.prefixes)})")
             if g.suffixes:
                 checks.append(f"c{i}.endswith({k.ref(g.suffixes)})")
+            if g.required:
+                checks.append(f"not c{i}")
         if checks:
             lines.append(f"    if {' or '.join(checks)}:\n        return None")
 

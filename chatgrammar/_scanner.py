@@ -76,9 +76,15 @@ class Scanner:
                 shape = compiled.shapes[a.rule]
                 inv = _inverse(shape.role_slot)
                 reader = _reader(shape.content)
-                turns.append((shape.regex, (_MSG, t.target, shape.role, inv, reader)))
+                complete = (shape.regex, (_MSG, t.target, shape.role, inv, reader))
                 if self._finishes[t.target]:  # an open turn is the one that ends the document
-                    turns.append((shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader)))
+                    opened = (shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader))
+                    # When literal text follows the content, the open turn cannot be read as a
+                    # complete one; try it first, since the complete turn may match a prefix of
+                    # it (an optional group holding the content, left out).
+                    turns += [opened, complete] if _text_after_content(shape.regex) else [complete, opened]
+                else:
+                    turns.append(complete)
             elif isinstance(a, Gen):
                 role = None if compiled.gen_role_slot is not None else ASSISTANT
                 gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None)))
@@ -142,6 +148,12 @@ class Scanner:
                 return out
             pos = m.end()
         return out if entry is None or entry[2] else None
+
+
+def _text_after_content(regex: list[RegexPart]) -> bool:
+    """Whether a message's regex has literal text after its content slot."""
+    k = next(i for i, p in enumerate(regex) if isinstance(p, SlotPart) and p.field == "content")
+    return any(isinstance(p, str) and p not in ("", ")?") for p in regex[k + 1 :])
 
 
 def _reader(slot: Slot) -> Callable[[str], str | None] | None:

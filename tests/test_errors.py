@@ -105,7 +105,10 @@ def test_unknown_format_without_close_names() -> None:
     with pytest.raises(cg.UnknownFormatError) as info:
         cg.get_format("zzz-no-such-thing")
     assert info.value.suggestions == []
-    assert str(info.value) == "unknown chat format 'zzz-no-such-thing'. chatgrammar.formats() lists the registered formats."
+    assert (
+        str(info.value)
+        == "unknown chat format 'zzz-no-such-thing'. chatgrammar.formats() lists the registered formats."
+    )
 
 
 def test_role_order_error_carries_the_template_reason_and_index() -> None:

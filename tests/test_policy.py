@@ -29,7 +29,7 @@ def _template(fmt: cg.Format, messages: list[Message]) -> str | None:
 def test_policy_matches_what_render_does(name: str) -> None:
     fmt = cg.get_format(name)
     p = fmt.policy
-    assert p.system in ("native", "merged-first-user", "merged-last-user", "none")
+    assert p.system in ("native", "merged-first-user", "merged-last-user", "dropped", "none")
     assert fmt.system == p.system and fmt.alternation == p.alternation and fmt.losses == list(p.losses)
     convo = [{"role": "system", "content": S}, {"role": "user", "content": U}]
     if p.system == "none":
@@ -37,7 +37,10 @@ def test_policy_matches_what_render_does(name: str) -> None:
             fmt.render(convo)
         return
     back = fmt.parse(fmt.render(convo))
-    if p.system == "native":
+    if p.system == "dropped":
+        assert not any(S in m.content for m in back)
+        assert any("system message" in loss for loss in p.losses)
+    elif p.system == "native":
         assert [m.content for m in back if m.role == "system"][-1:] == [S]
     else:
         assert not any(m.content == S for m in back)
@@ -67,8 +70,10 @@ def test_policy_matches_the_template(name: str) -> None:
     fmt = cg.get_format(name)
     p = fmt.policy
     with_system = _template(fmt, _msgs(("system", S), ("user", U)))
-    if p.system == "none":  # the template refuses it or loses it
-        assert with_system is None or S not in with_system or _template(fmt, _msgs(("user", U))) is not None
+    if p.system == "none":  # the template refuses it
+        assert with_system is None
+    elif p.system == "dropped":  # the template writes nothing for it
+        assert with_system is not None and S not in with_system
     elif p.system == "native":
         assert with_system is not None and S in with_system
         assert with_system.index(S) < with_system.index(U)
