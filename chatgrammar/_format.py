@@ -83,6 +83,7 @@ class Format:
         header = self._header
         self._always_gen = header.get("generation") == "always"
         self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
+        self._gather: tuple[str, str | None] | None = header.get("system-gather")
 
     # -- metadata --------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class Format:
         else:
             system = "none"
         later = self._accepts(["user", "assistant", "system", "user"])
-        anywhere = system == "native" and later is not None and 2 in later.order
+        anywhere = system == "native" and (self._gather is not None or (later is not None and 2 in later.order))
         alternation = (
             self._accepts(["user", "user"]) is None and self._accepts(["user", "assistant", "assistant"]) is None
         )
@@ -230,6 +231,19 @@ class Format:
                 f"a system message is written into the {where} user turn after {c.merge_sep!r}: "
                 "it reads back as part of that user message"
             )
+        if self._gather is not None:
+            how, sep = self._gather
+            which = (
+                "only the last one is written"
+                if how == "last"
+                else f"they are written joined by {c.spec.terminals[sep]!r}"
+                if sep
+                else ""
+            )
+            losses.append(
+                f"system messages are written first, wherever they are, and {which}: they read back as one "
+                "system message at the start; an empty one writes nothing and does not read back"
+            )
         if default is not None:
             losses.append("with no system message the template writes a default one: it reads back as a system message")
         if self._planner.has_dropped:
@@ -246,6 +260,11 @@ class Format:
                     f"the template writes nothing for a {role} message in some positions: "
                     "it reads back empty where the reading needs it, else not at all"
                 )
+        if self._header.get("generation-elsewhere") == "nothing":
+            losses.append(
+                "where the template writes no generation prompt (see the grammar), asking for one writes "
+                "nothing: it does not read back as an open assistant turn"
+            )
         if c.has_gen and c.gen_text == "":
             losses.append("the generation prompt writes nothing: it does not read back as an open assistant turn")
         roles = self.roles
@@ -385,7 +404,12 @@ class Format:
             return r.plan.build(r.roles, r.contents, r.values)
         if on_unsafe != "raise":
             raise ValueError(f"on_unsafe must be 'raise' or 'allow', not {on_unsafe!r}")
-        return self._checked(r)
+        if r.origin is None:
+            return self._checked(r)
+        try:
+            return self._checked(r)
+        except RenderError as e:
+            raise _pointed_back(e, r.origin) from None
 
     def normalize(
         self,
@@ -416,6 +440,9 @@ class Format:
         alias = self._header.get("role-alias")
         if alias:  # roles the template writes as another (normalize shows it)
             roles = [alias.get(r, r) for r in roles]
+        origin: list[Any] | None = None
+        if self._gather is not None and "system" in roles:
+            roles, contents, open_last, origin = self._gathered(roles, contents, open_last)
         if open_last and gen:
             raise RenderError(
                 "the last message is open (complete=False) and a generation prompt was asked "
@@ -423,7 +450,48 @@ class Format:
                 index=len(roles) - 1,
                 format=self.name,
             )
-        return self._plan(variant, roles, contents, open_last, gen, self._values(variant, date))
+        if origin is None:
+            return self._plan(variant, roles, contents, open_last, gen, self._values(variant, date))
+        try:
+            r = self._plan(variant, roles, contents, open_last, gen, self._values(variant, date))
+        except RenderError as e:
+            raise _pointed_back(e, origin) from None
+        r.origin = origin
+        return r
+
+    def _gathered(
+        self, roles: list[str], contents: list[str], open_last: bool
+    ) -> tuple[list[str], list[str], bool, list[Any]]:
+        """The system messages moved first, as the template writes them (``system-gather``).
+
+        The last one, or all of them joined; an empty result is no system message (the
+        template writes nothing for it), and the moved message is complete. The last item
+        says where each message came from: an index, or for the system message the
+        (index, offset) of each part.
+        """
+        assert self._gather is not None
+        how, sep = self._gather
+        systems = [(i, c) for i, (r, c) in enumerate(zip(roles, contents, strict=True)) if r == "system"]
+        parts: list[tuple[int, int]] = []
+        if how == "last":
+            content = systems[-1][1]
+            parts.append((systems[-1][0], 0))
+        else:
+            assert sep is not None
+            joiner = self._c.spec.terminals[sep]
+            content = joiner.join(c for _, c in systems)
+            at = 0
+            for i, c in systems:
+                parts.append((i, at))
+                at += len(c) + len(joiner)
+        if roles[-1] == "system":
+            open_last = False
+        rest = [(i, r, c) for i, (r, c) in enumerate(zip(roles, contents, strict=True)) if r != "system"]
+        origin: list[Any] = [i for i, _, _ in rest]
+        if content:
+            rest.insert(0, (-1, "system", content))
+            origin.insert(0, parts)
+        return [r for _, r, _ in rest], [c for _, _, c in rest], open_last, origin
 
     def _plan(
         self,
@@ -450,7 +518,19 @@ class Format:
             raise UnsupportedConversationError(
                 f"{self.name} has no generation prompt", index=len(roles) - 1 if roles else None, format=self.name
             )
-        plan = variant.planner.plan(roles, open_last, gen)
+        try:
+            plan = variant.planner.plan(roles, open_last, gen)
+        except UnsupportedConversationError:
+            if not gen or self._header.get("generation-elsewhere") != "nothing":
+                raise
+            try:  # the template writes no generation prompt here: write none, if the rest can be
+                plan = variant.planner.plan(roles, open_last, False)
+            except UnsupportedConversationError:
+                pass
+            else:
+                gen = False
+            if gen:
+                raise
         given = list(contents)
         for i, fn in plan.transforms:
             contents[i] = fn(contents[i])
@@ -463,7 +543,19 @@ class Format:
         if gen:  # what a generation prompt written from a message rule is written for
             roles.append(ASSISTANT)
             contents.append("")
-        return _Rendering(variant, plan, roles, contents, n, open_last, gen and c.gen_text != "", given, values)
+        r = _Rendering(variant, plan, roles, contents, n, open_last, gen and c.gen_text != "", given, values)
+        if plan.open_bare:  # an open turn written as its bare content: it must read back as itself
+            text = plan.build(roles, contents, values)
+            read = variant.scanner.scan(text)
+            if read is None or _with_dropped(variant, read) != r.expected():
+                raise UnsupportedConversationError(
+                    f"{self.name} writes message {n - 1}, an open {roles[n - 1]!r} turn, as its bare content "
+                    "with nothing to mark it as a turn, and here it would read back as something else; "
+                    "leave it complete (complete=True)",
+                    index=n - 1,
+                    format=self.name,
+                )
+        return r
 
     def _checked(self, r: _Rendering) -> str:
         plan, contents = r.plan, r.contents
@@ -606,7 +698,7 @@ class _Variant:
 class _Rendering:
     """A conversation ready to write: its plan, roles and (trimmed) contents."""
 
-    __slots__ = ("variant", "plan", "roles", "contents", "n", "open_last", "gen_marker", "given", "values")
+    __slots__ = ("variant", "plan", "roles", "contents", "n", "open_last", "gen_marker", "given", "values", "origin")
 
     def __init__(
         self,
@@ -629,11 +721,22 @@ class _Rendering:
         self.gen_marker = gen_marker  # parsing the text ends with the open assistant turn
         self.given = given  # the contents as the caller gave them, before trimming
         self.values = values  # the variables' texts (the date)
+        self.origin: list[Any] | None = None  # where each message came from, when system-gather moved them
 
     def expected(self) -> list[Message]:
         """What parsing the written text must give back, in the order the text holds it."""
         c = self.variant.compiled
         out: list[Message] = []
+        open_marked = self.open_last
+        if open_marked:  # a turn with nothing after its content reads the same open or complete
+            roles = self.roles[: self.n]
+            try:
+                closed = self.variant.planner.plan(list(roles), False, False)
+            except UnsupportedConversationError:
+                pass
+            else:
+                written = self.plan.build(roles, self.contents, self.values)
+                open_marked = closed.build(roles, self.contents, self.values) != written
         for i in self.plan.order:
             if i == -1:
                 text = "".join(
@@ -644,12 +747,39 @@ class _Rendering:
                 continue
             role = self.plan.role_forms.get(i, _same)(self.roles[i])
             content = self.plan.readers[i](self.contents[i]) if i in self.plan.readers else self.contents[i]
-            out.append(make_message(role, content, not (self.open_last and i == self.n - 1)))
+            out.append(make_message(role, content, not (open_marked and i == self.n - 1)))
         if c.merge_sep is not None and c.user_pattern is not None:
             _merge_system(out, c.merge_sep, c.user_pattern)
         if self.gen_marker:
             out.append(make_message(ASSISTANT, "", False))
         return _with_dropped(self.variant, out)
+
+
+def _pointed_back(e: RenderError, origin: list[Any]) -> RenderError:
+    """``e`` about the messages as given, not as gathered (``system-gather``)."""
+
+    def where(index: int, offset: int = 0) -> tuple[int, int]:
+        if not 0 <= index < len(origin):
+            return index, offset
+        o = origin[index]
+        if isinstance(o, int):
+            return o, offset
+        i, start = next(((i, start) for i, start in reversed(o) if start <= offset), o[0])
+        return i, offset - start
+
+    offset = e.offset if isinstance(e, UnsafeContentError) else 0
+    index, offset = where(e.index, offset) if e.index is not None else (None, offset)
+
+    def back(m: re.Match[str]) -> str:
+        i = int(m[1])
+        return f"message {index if i == e.index else where(i)[0]}"
+
+    text = re.sub(r"\bmessage (\d+)", back, str(e))
+    if isinstance(e, UnsafeContentError):
+        assert index is not None
+        text = text.replace(f"at offset {e.offset}", f"at offset {offset}", 1)
+        return UnsafeContentError(text, index=index, offset=offset, delimiter=e.delimiter, format=e.format)
+    return type(e)(text, index=index, format=e.format)
 
 
 def _with_dropped(variant: _Variant, messages: list[Message]) -> list[Message]:

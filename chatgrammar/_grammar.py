@@ -50,7 +50,11 @@ HEADER_KEYS: dict[str, str] = {
     "default-system-if": "when the default applies: not-first (default), no-system, or not-first-or-empty",
     "merge-system": "the separator of a system message the template writes into a user turn",
     "system-at": "where the template writes the system message: first (default) or last-user",
+    "system-gather": "the template writes its system messages, wherever they are, first: last (the last one) or "
+    "join TERMINAL (all of them, that terminal between)",
     "generation": "on-request (default) or always: the template writes the generation prompt either way",
+    "generation-elsewhere": "refused (default) or nothing: where the grammar has no generation prompt, "
+    "the template writes none (asking for one there writes nothing)",
     "role-alias": "roles the template writes as another role: tool=ipython, chatbot=assistant",
     "order-error": "the template's reason when the role order is not allowed",
     "role-error": "the template's reason when a role is not allowed",
@@ -136,6 +140,7 @@ _CHOICES = {
     "default-system-if": ("not-first", "no-system", "not-first-or-empty"),
     "system-at": ("first", "last-user"),
     "generation": ("on-request", "always"),
+    "generation-elsewhere": ("refused", "nothing"),
 }
 
 
@@ -156,6 +161,13 @@ def _header_value(key: str, value: str) -> Any:
         if not terminal or not fmt.strip():
             raise ValueError("write the slot then the strftime format: DATE %d %b %Y")
         return (terminal, fmt.strip())
+    if key == "system-gather":
+        how, _, sep = value.partition(" ")
+        if how == "last" and not sep.strip():
+            return ("last", None)
+        if how == "join" and re.fullmatch(r"_?[A-Z][A-Z0-9_]*", sep.strip()):
+            return ("join", sep.strip())
+        raise ValueError("write last, or join and the separator's terminal: join _BLANK")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ValueError(f"{value!r} is not one of {', '.join(_CHOICES[key])}")
     return value

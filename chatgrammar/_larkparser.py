@@ -24,7 +24,7 @@ from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
 from ._patterns import date_check, re_escape
 from ._render import ROLE_TRANSFORMS
-from ._scanner import _reader
+from ._scanner import _reader, _text_after_content
 
 __all__ = ["LarkParser", "lark_grammar"]
 
@@ -60,12 +60,14 @@ class _Names:
             self.shown[name] = json.dumps(text, ensure_ascii=False)
         return self.literals[text]
 
-    def slot(self, slot: Slot, after: list[str] | None = None) -> str:
+    def slot(self, slot: Slot, after: list[str] | None = None, may_end: bool = True) -> str:
         # With ``after``, the slot's token must be followed by what can follow the slot (or
-        # the end, for an open turn): like the scanner, which reads a whole message at once,
-        # the lexer then only hands the parser a token the message can continue from.
+        # the end, when its turn may be left open): like the scanner, which reads a whole
+        # message at once, the lexer then only hands the parser a token the message can
+        # continue from.
         follows = "|".join(re_escape(a) for a in sorted(set(after or ()), key=lambda a: (-len(a), a)) if a)
-        lookahead = f"(?=(?:{follows})|\\Z)" if follows else ""
+        end = "|\\Z" if may_end or "" in (after or ()) else ""
+        lookahead = f"(?=(?:{follows}){end})" if follows else ""
         key = f"{slot.field}:{slot.pattern}{lookahead}"
         if key not in self.slots:
             name = f"S{len(self.slots)}"
@@ -100,12 +102,17 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     contested = _contested_slots(compiled)
     finishes = dfa.finishing()
     callbacks: dict[str, Callable[..., Any]] = {}
+    # The rules whose turn may be left open somewhere (it ends the document there).
+    may_open = {t.atom.rule for ts in dfa.transitions for t in ts if isinstance(t.atom, Msg) and finishes[t.target]}
+    rule_of = {id(shape.content): rule for rule, shape in compiled.shapes.items()}
 
     def body(n: Node, unwrap: bool = False) -> str:
         if isinstance(n, Lit):
             return names.literal(n.text)
         if isinstance(n, Slot):
-            return names.slot(n, compiled.rules[id(n)].after if id(n) in contested else None)
+            if id(n) not in contested:
+                return names.slot(n)
+            return names.slot(n, compiled.rules[id(n)].after, may_end=rule_of.get(id(n)) in may_open)
         if isinstance(n, Seq):
             return " ".join(body(i, unwrap) for i in n.items)
         if isinstance(n, Opt):
@@ -150,7 +157,9 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
                 callbacks[f"o_{atom.rule}"] = _message_callback(
                     shape.role, shape.role_slot, shape.content, names, complete=False
                 )
-            if (s, atom.rule) not in seen_open and finishes[target]:  # an open turn ends the document
+            # An open turn ends the document; one with nothing after its content reads as the
+            # complete turn (the same text), so it has no rule of its own.
+            if (s, atom.rule) not in seen_open and finishes[target] and _text_after_content(shape.regex):
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
         rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")
@@ -190,7 +199,11 @@ def _contested_slots(compiled: Compiled) -> set[int]:
         k = next(i for i, p in enumerate(pieces) if not isinstance(p, str))
         opening = "".join(p for p in pieces[:k] if isinstance(p, str)) + f"|{pieces[k][0]}"
         by_opening.setdefault(opening, []).append(shape.content)
-    return {id(s) for slots in by_opening.values() if len(slots) > 1 for s in slots}
+    contested = {id(s) for slots in by_opening.values() if len(slots) > 1 for s in slots}
+    # A content that ends its message is ended by what follows it: without that lookahead
+    # the lexer could not hand it over before a slot read at the same place (DeepSeek-V3.1's
+    # system text after BOS, and an answer written bare there).
+    return contested | {id(s.content) for s in compiled.shapes.values() if not _text_after_content(s.regex)}
 
 
 def _generation_callback(compiled: Compiled, names: _Names) -> Callable[[list[Any]], Message]:

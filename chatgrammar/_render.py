@@ -73,6 +73,7 @@ class Plan:
     fast: Callable[[list[Any], tuple[str, ...]], str | None]
     fast_models: Callable[[list[Any], tuple[str, ...]], str | None]
     build: Build
+    open_bare: bool = False  # the open last turn is written as its bare content, with no literal of its own
 
 
 class Planner:
@@ -199,6 +200,7 @@ class Planner:
         contents: list[int] = []
         slots: list[Slot] = []
         open_check = None
+        open_bare = False
         role_forms: dict[int, Callable[[str], str]] = {}
         readers: dict[int, Callable[[str], Any]] = {}
         dropped: set[int] = set()
@@ -239,6 +241,7 @@ class Planner:
                         role_forms[i] = _role_reading(shape.role_slot.transform)
                 if is_open:
                     open_check = re.compile(shape.content.pattern).fullmatch
+                    open_bare = not any(isinstance(p, str) and p for p in shape.open_pieces)
         merged = _merge(pieces)
         guards = dict(zip(contents, (c.guards[id(s)] for s in slots), strict=True))
         if len(roles) <= _CODEGEN_LIMIT and not open_last:
@@ -258,6 +261,7 @@ class Planner:
             fast,
             fast_models,
             build,
+            open_bare,
         )
 
     def _check_role(self, i: int, role: str) -> None:

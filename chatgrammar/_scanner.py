@@ -76,7 +76,12 @@ class Scanner:
                 shape = compiled.shapes[a.rule]
                 inv = _inverse(shape.role_slot)
                 reader = _reader(shape.content)
-                complete = (shape.regex, (_MSG, t.target, shape.role, inv, reader))
+                regex = shape.regex
+                if not _text_after_content(regex):
+                    # Nothing of the message's own ends its content: what may follow it must
+                    # (DeepSeek's system text, then a user turn or the end; not an answer).
+                    regex = [*regex, _followed_by(compiled.rules[id(shape.content)].after)]
+                complete = (regex, (_MSG, t.target, shape.role, inv, reader))
                 if self._finishes[t.target]:  # an open turn is the one that ends the document
                     opened = (shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader))
                     # When literal text follows the content, the open turn cannot be read as a
@@ -148,6 +153,12 @@ class Scanner:
                 return out
             pos = m.end()
         return out if entry is None or entry[2] else None
+
+
+def _followed_by(after: list[str]) -> str:
+    """A lookahead for any of ``after`` (the empty text: the end)."""
+    ordered = sorted(set(after), key=lambda a: (-len(a), a))
+    return "(?=" + "|".join(re_escape(a) if a else r"\Z" for a in ordered) + ")"
 
 
 def _text_after_content(regex: list[RegexPart]) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._compiler import ASSISTANT
+from ._errors import UnsupportedConversationError
 from ._format import Format
 from ._ir import Gen, Lit, Msg
 from ._message import Message
@@ -128,10 +129,16 @@ def conversations(
         systems = [m for m in msgs if m.role == "system"]
         msgs = systems + [m for m in msgs if m.role != "system"]
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
+    options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
     if allow_open and can_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
         last = msgs[-1]
-        msgs[-1] = Message(role=last.role, content=last.content, complete=False)
-    options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
+        opened = [*msgs[:-1], Message(role=last.role, content=last.content, complete=False)]
+        try:  # a turn written bare, where it would read as another, cannot be left open
+            f.render(opened, on_unsafe="allow", **options)
+        except UnsupportedConversationError:
+            pass
+        else:
+            msgs = opened
     date = draw(st.one_of(st.none(), st.dates(datetime.date(1990, 1, 1), datetime.date(2099, 12, 31))))
     return Conversation(msgs, gen, options, date)
 

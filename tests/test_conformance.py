@@ -15,6 +15,7 @@ template (jinja2 under Hugging Face's settings, see reference.py):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import reference
@@ -80,6 +81,12 @@ def _witness(fmt: cg.Format, conv: Conversation, text: str) -> Conversation | No
             if role != m.role:
                 changed = cg.Message(role=role, content=m.content, complete=m.complete)
                 candidates.append(Conversation(msgs[:i] + [changed] + msgs[i + 1 :], gen, opts))
+    for i in range(len(msgs) - 1):  # two neighbours swapped, or run together into one message
+        a, b = msgs[i], msgs[i + 1]
+        candidates.append(Conversation(msgs[:i] + [b, a] + msgs[i + 2 :], gen, opts))
+        for role in dict.fromkeys((a.role, b.role)):
+            joined = cg.Message(role=role, content=a.content + b.content, complete=b.complete)
+            candidates.append(Conversation(msgs[:i] + [joined] + msgs[i + 2 :], gen, opts))
     try:
         read = fmt.parse(text)
     except cg.ParseError:
@@ -101,14 +108,25 @@ def _same(a: Conversation, b: Conversation) -> bool:
     return a.messages == b.messages and a.add_generation_prompt == b.add_generation_prompt and a.options == b.options
 
 
+# Conversations a grammar refuses on purpose, though the template writes them, because what
+# it writes could not be read back as them; each is explained in the grammar's comments.
+DECLARED_REFUSALS: dict[str, Callable[[list[cg.Message]], bool]] = {
+    # A system text between turns runs into the user text before it; an empty one writes nothing.
+    "deepseek-coder": lambda msgs: any(m.role == "system" and (i > 0 or not m.content) for i, m in enumerate(msgs)),
+}
+
+
 def check(fmt: cg.Format, conv: Conversation) -> None:
     ours = _ours(fmt, conv)
     theirs = _theirs(fmt, conv)
     shown = json.dumps(conv.dicts(), ensure_ascii=False)[:400]
+    declared = DECLARED_REFUSALS.get(fmt.name)
     if isinstance(theirs, TemplateRaised):
         assert isinstance(ours, cg.UnsupportedConversationError), (
             f"{fmt.name}: the template raises ({theirs}) but chatgrammar rendered {ours!r} for {shown}"
         )
+    elif isinstance(ours, cg.RenderError) and declared is not None and declared(conv.messages):
+        pass
     elif isinstance(ours, cg.ChatGrammarError):
         witness = _witness(fmt, conv, theirs)
         assert witness is not None, (
