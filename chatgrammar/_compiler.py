@@ -6,6 +6,8 @@ each derives its own machinery from it (``_render``, ``_scanner``, ``_larkparser
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +84,7 @@ class Compiled:
     default_system: list[Piece] | None = None  # what the template writes when there is no system message
     merge_sep: str | None = None  # a system message is written into a user turn after this separator
     user_pattern: str | None = None  # the content pattern of a plain user turn (for merge-system)
+    user_match: Callable[[str], object] | None = None  # ... compiled: fullmatch (checks a merged system message)
     date_format: str | None = None  # the strftime format of the date slot
     # What a generic ROLE slot refuses: another rule's text in its place, and aliased roles.
     role_refused: list[str] = field(default_factory=list)
@@ -159,6 +162,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         default_system=default_system,
         merge_sep=spec.terminals[spec.header["merge-system"]] if spec.header.get("merge-system") else None,
         user_pattern=user.content.pattern if user is not None else None,
+        user_match=re.compile(user.content.pattern).fullmatch if user is not None else None,
         date_format=spec.header["date"][1] if spec.header.get("date") else None,
         role_refused=role_refused,
         role_after=role_after,

@@ -561,9 +561,20 @@ class Format:
         plan, contents = r.plan, r.contents
         guards = r.variant.compiled.guards
         suspect = False
-        for i, s in zip(plan.contents, plan.slots, strict=True):
+        c = r.variant.compiled
+        for k, (i, s) in enumerate(zip(plan.contents, plan.slots, strict=True)):
             guard = guards[id(s)]
             if not guard.passes(contents[i]) and not guard.passes_exactly(contents[i]):
+                if c.merge_sep is not None and r.roles[i] == "system" and k + 1 < len(plan.contents):
+                    merged = contents[i] + c.merge_sep + contents[plan.contents[k + 1]]
+                    merged_ok = c.user_match is not None and c.user_match(merged) is not None
+                else:
+                    merged_ok = False
+                if merged_ok:
+                    # A system message written into the user turn after it reads back as part
+                    # of that turn: what its own slot refuses (the separator) does not matter,
+                    # only that the two together are a plain user turn's content.
+                    continue
                 suspect = True
                 break
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
