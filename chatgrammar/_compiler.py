@@ -62,6 +62,10 @@ class Shape:
     open_pieces: list[Piece]
     regex: list[RegexPart]  # the body as regex text and slots (see ``_regex``)
     open_regex: list[RegexPart]
+    # Literal text follows the content: the open turn reads differently from the complete one.
+    # Without it, the two are the same text (and what follows the message must end the content).
+    text_after_content: bool
+    open_bare: bool  # the open turn is the content alone, with no literal of its own
 
 
 @dataclass
@@ -83,8 +87,8 @@ class Compiled:
     variables: list[str] = field(default_factory=list)  # var slot terminals, in the order plans index them
     default_system: list[Piece] | None = None  # what the template writes when there is no system message
     merge_sep: str | None = None  # a system message is written into a user turn after this separator
-    user_pattern: str | None = None  # the content pattern of a plain user turn (for merge-system)
-    user_match: Callable[[str], object] | None = None  # ... compiled: fullmatch (checks a merged system message)
+    # The fullmatch of a plain user turn's content: a system message merged into one must read as it.
+    user_match: Callable[[str], object] | None = None
     date_format: str | None = None  # the strftime format of the date slot
     # What a generic ROLE slot refuses: another rule's text in its place, and aliased roles.
     role_refused: list[str] = field(default_factory=list)
@@ -161,7 +165,6 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         ),
         default_system=default_system,
         merge_sep=spec.terminals[spec.header["merge-system"]] if spec.header.get("merge-system") else None,
-        user_pattern=user.content.pattern if user is not None else None,
         user_match=re.compile(user.content.pattern).fullmatch if user is not None else None,
         date_format=spec.header["date"][1] if spec.header.get("date") else None,
         role_refused=role_refused,
@@ -422,6 +425,9 @@ def _shape(msg: Msg, origin: str) -> Shape:
     content = _content_slot(msg, origin)
     roles = [s for s in walk(msg.body) if isinstance(s, Slot) and s.field == "role"]
     open_body = _cut(msg.body, content, keep=True) or Seq(())
+    regex = _regex(msg.body)
+    open_pieces = _pieces(open_body, unwrap=True)
+    k = next(i for i, p in enumerate(regex) if isinstance(p, SlotPart) and p.field == "content")
     return Shape(
         rule=msg.rule,
         role=msg.role,
@@ -430,9 +436,11 @@ def _shape(msg: Msg, origin: str) -> Shape:
         role_slot=roles[0] if roles else None,
         open_body=open_body,
         pieces=_pieces(msg.body),
-        open_pieces=_pieces(open_body, unwrap=True),
-        regex=_regex(msg.body),
+        open_pieces=open_pieces,
+        regex=regex,
         open_regex=_regex(open_body, unwrap=True),
+        text_after_content=any(isinstance(p, str) and p not in ("", ")?") for p in regex[k + 1 :]),
+        open_bare=not any(isinstance(p, str) and p for p in open_pieces),
     )
 
 

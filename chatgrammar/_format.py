@@ -233,13 +233,8 @@ class Format:
             )
         if self._gather is not None:
             how, sep = self._gather
-            which = (
-                "only the last one is written"
-                if how == "last"
-                else f"they are written joined by {c.spec.terminals[sep]!r}"
-                if sep
-                else ""
-            )
+            sep_text = c.spec.terminals[sep] if sep else None
+            which = "only the last one is written" if how == "last" else f"they are written joined by {sep_text!r}"
             losses.append(
                 f"system messages are written first, wherever they are, and {which}: they read back as one "
                 "system message at the start; an empty one writes nothing and does not read back"
@@ -404,11 +399,11 @@ class Format:
             return r.plan.build(r.roles, r.contents, r.values)
         if on_unsafe != "raise":
             raise ValueError(f"on_unsafe must be 'raise' or 'allow', not {on_unsafe!r}")
-        if r.origin is None:
-            return self._checked(r)
         try:
             return self._checked(r)
         except RenderError as e:
+            if r.origin is None:
+                raise
             raise _pointed_back(e, r.origin) from None
 
     def normalize(
@@ -450,11 +445,11 @@ class Format:
                 index=len(roles) - 1,
                 format=self.name,
             )
-        if origin is None:
-            return self._plan(variant, roles, contents, open_last, gen, self._values(variant, date))
         try:
             r = self._plan(variant, roles, contents, open_last, gen, self._values(variant, date))
         except RenderError as e:
+            if origin is None:
+                raise
             raise _pointed_back(e, origin) from None
         r.origin = origin
         return r
@@ -564,19 +559,16 @@ class Format:
         c = r.variant.compiled
         for k, (i, s) in enumerate(zip(plan.contents, plan.slots, strict=True)):
             guard = guards[id(s)]
-            if not guard.passes(contents[i]) and not guard.passes_exactly(contents[i]):
-                if c.merge_sep is not None and r.roles[i] == "system" and k + 1 < len(plan.contents):
-                    merged = contents[i] + c.merge_sep + contents[plan.contents[k + 1]]
-                    merged_ok = c.user_match is not None and c.user_match(merged) is not None
-                else:
-                    merged_ok = False
-                if merged_ok:
-                    # A system message written into the user turn after it reads back as part
-                    # of that turn: what its own slot refuses (the separator) does not matter,
-                    # only that the two together are a plain user turn's content.
+            if guard.passes(contents[i]) or guard.passes_exactly(contents[i]):
+                continue
+            # A system message written into the user turn after it reads back as part of that
+            # turn: what its own slot refuses (the separator) does not matter, only that the
+            # two together are a plain user turn's content.
+            if r.roles[i] == "system" and k + 1 < len(plan.contents):
+                if _merged_system(c, contents[i], contents[plan.contents[k + 1]]) is not None:
                     continue
-                suspect = True
-                break
+            suspect = True
+            break
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
         text = plan.build(r.roles, contents, r.values)
@@ -738,16 +730,8 @@ class _Rendering:
         """What parsing the written text must give back, in the order the text holds it."""
         c = self.variant.compiled
         out: list[Message] = []
-        open_marked = self.open_last
-        if open_marked:  # a turn with nothing after its content reads the same open or complete
-            roles = self.roles[: self.n]
-            try:
-                closed = self.variant.planner.plan(list(roles), False, False)
-            except UnsupportedConversationError:
-                pass
-            else:
-                written = self.plan.build(roles, self.contents, self.values)
-                open_marked = closed.build(roles, self.contents, self.values) != written
+        # A turn with nothing after its content reads the same open or complete: as complete.
+        open_marked = self.open_last and self.plan.open_marked
         for i in self.plan.order:
             if i == -1:
                 text = "".join(
@@ -759,8 +743,8 @@ class _Rendering:
             role = self.plan.role_forms.get(i, _same)(self.roles[i])
             content = self.plan.readers[i](self.contents[i]) if i in self.plan.readers else self.contents[i]
             out.append(make_message(role, content, not (open_marked and i == self.n - 1)))
-        if c.merge_sep is not None and c.user_pattern is not None:
-            _merge_system(out, c.merge_sep, c.user_pattern)
+        if c.merge_sep is not None:
+            _merge_first_system(out, c)
         if self.gen_marker:
             out.append(make_message(ASSISTANT, "", False))
         return _with_dropped(self.variant, out)
@@ -814,13 +798,22 @@ def _same(role: str) -> str:
     return role
 
 
-def _merge_system(out: list[Message], sep: str, user_pattern: str) -> None:
+def _merged_system(c: Compiled, system: str, user: str) -> str | None:
+    """The user turn's content with a system message written into it (``merge-system``),
+    when that reads back as a plain user turn; else None."""
+    if c.merge_sep is None or c.user_match is None:
+        return None
+    merged = system + c.merge_sep + user
+    return merged if c.user_match(merged) is not None else None
+
+
+def _merge_first_system(out: list[Message], c: Compiled) -> None:
     """A system message written into the user turn after it reads back as that user turn."""
     for k in range(len(out) - 1):
         system, user = out[k], out[k + 1]
         if system.role == "system" and user.role == "user":
-            merged = system.content + sep + user.content
-            if re.fullmatch(user_pattern, merged):
+            merged = _merged_system(c, system.content, user.content)
+            if merged is not None:
                 out[k : k + 2] = [make_message("user", merged, user.complete)]
             return
 

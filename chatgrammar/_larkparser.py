@@ -24,7 +24,7 @@ from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
 from ._patterns import date_check, re_escape
 from ._render import ROLE_TRANSFORMS
-from ._scanner import _reader, _text_after_content
+from ._scanner import _reader
 
 __all__ = ["LarkParser", "lark_grammar"]
 
@@ -159,7 +159,7 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
                 )
             # An open turn ends the document; one with nothing after its content reads as the
             # complete turn (the same text), so it has no rule of its own.
-            if (s, atom.rule) not in seen_open and finishes[target] and _text_after_content(shape.regex):
+            if (s, atom.rule) not in seen_open and finishes[target] and shape.text_after_content:
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
         rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")
@@ -203,7 +203,7 @@ def _contested_slots(compiled: Compiled) -> set[int]:
     # A content that ends its message is ended by what follows it: without that lookahead
     # the lexer could not hand it over before a slot read at the same place (DeepSeek-V3.1's
     # system text after BOS, and an answer written bare there).
-    return contested | {id(s.content) for s in compiled.shapes.values() if not _text_after_content(s.regex)}
+    return contested | {id(s.content) for s in compiled.shapes.values() if not s.text_after_content}
 
 
 def _generation_callback(compiled: Compiled, names: _Names) -> Callable[[list[Any]], Message]:

@@ -74,6 +74,7 @@ class Plan:
     fast_models: Callable[[list[Any], tuple[str, ...]], str | None]
     build: Build
     open_bare: bool = False  # the open last turn is written as its bare content, with no literal of its own
+    open_marked: bool = False  # the open last turn reads differently from a complete one (text follows content)
 
 
 class Planner:
@@ -200,7 +201,7 @@ class Planner:
         contents: list[int] = []
         slots: list[Slot] = []
         open_check = None
-        open_bare = False
+        open_bare = open_marked = False
         role_forms: dict[int, Callable[[str], str]] = {}
         readers: dict[int, Callable[[str], Any]] = {}
         dropped: set[int] = set()
@@ -241,7 +242,7 @@ class Planner:
                         role_forms[i] = _role_reading(shape.role_slot.transform)
                 if is_open:
                     open_check = re.compile(shape.content.pattern).fullmatch
-                    open_bare = not any(isinstance(p, str) and p for p in shape.open_pieces)
+                    open_bare, open_marked = shape.open_bare, shape.text_after_content
         merged = _merge(pieces)
         guards = dict(zip(contents, (c.guards[id(s)] for s in slots), strict=True))
         if len(roles) <= _CODEGEN_LIMIT and not open_last:
@@ -262,6 +263,7 @@ class Planner:
             fast_models,
             build,
             open_bare,
+            open_marked,
         )
 
     def _check_role(self, i: int, role: str) -> None:

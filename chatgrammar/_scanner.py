@@ -77,7 +77,7 @@ class Scanner:
                 inv = _inverse(shape.role_slot)
                 reader = _reader(shape.content)
                 regex = shape.regex
-                if not _text_after_content(regex):
+                if not shape.text_after_content:
                     # Nothing of the message's own ends its content: what may follow it must
                     # (DeepSeek's system text, then a user turn or the end; not an answer).
                     regex = [*regex, _followed_by(compiled.rules[id(shape.content)].after)]
@@ -87,7 +87,7 @@ class Scanner:
                     # When literal text follows the content, the open turn cannot be read as a
                     # complete one; try it first, since the complete turn may match a prefix of
                     # it (an optional group holding the content, left out).
-                    turns += [opened, complete] if _text_after_content(shape.regex) else [complete, opened]
+                    turns += [opened, complete] if shape.text_after_content else [complete, opened]
                 else:
                     turns.append(complete)
             elif isinstance(a, Gen):
@@ -159,12 +159,6 @@ def _followed_by(after: list[str]) -> str:
     """A lookahead for any of ``after`` (the empty text: the end)."""
     ordered = sorted(set(after), key=lambda a: (-len(a), a))
     return "(?=" + "|".join(re_escape(a) if a else r"\Z" for a in ordered) + ")"
-
-
-def _text_after_content(regex: list[RegexPart]) -> bool:
-    """Whether a message's regex has literal text after its content slot."""
-    k = next(i for i, p in enumerate(regex) if isinstance(p, SlotPart) and p.field == "content")
-    return any(isinstance(p, str) and p not in ("", ")?") for p in regex[k + 1 :])
 
 
 def _reader(slot: Slot) -> Callable[[str], str | None] | None:
