@@ -27,7 +27,7 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("chatgrammar.testing needs hypothesis: pip install 'chatgrammar[test]'") from e
 
-__all__ = ["Conversation", "contents", "conversations", "delimiter_pieces"]
+__all__ = ["HARD_CONTENTS", "Conversation", "contents", "conversations", "delimiter_pieces", "safe_contents"]
 
 WHITESPACE = " \t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2000\u2028\u2029\u3000"
 # Roles a ROLE slot is given besides the usual three.
@@ -66,6 +66,26 @@ def delimiter_pieces() -> list[str]:
             pieces += [d, d[: len(d) // 2], d[len(d) // 2 :]]
     pieces += ["\n", "\n\n", " ", "{", "}", "{%", "%}", "{{", "}}", "%", "\\", '"', "'", "<", ">", "|"]
     return list(dict.fromkeys(p for p in pieces if p))
+
+
+# Fixed contents every renderer must write as its reference does, in any message.
+HARD_CONTENTS: tuple[str, ...] = (
+    "",
+    " ",
+    "\n",
+    "  \t\n ",
+    "\nleading and trailing newlines\n",
+    "héllo wörld ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية",
+    "{{ messages }} {% if x %}{% endif %} {# c #} 100% {0} %s %(name)s {system_message}",
+    "x" * 10_000,
+    ("A long line with braces {} and 50% off.\n" * 250)[:10_000],
+)
+
+
+def safe_contents(fmt: str | Format) -> st.SearchStrategy[str]:
+    """Hard contents without the format's own delimiters (which it refuses): for comparing renders."""
+    own = set(get_format(fmt).delimiters)
+    return contents([p for p in delimiter_pieces() if not any(d in p or p in d for d in own)])
 
 
 def contents(pieces: list[str] | None = None, long: bool = True) -> st.SearchStrategy[str]:

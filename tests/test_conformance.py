@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from reference import TemplateRaised, first_difference
 
 import chatgrammar as cg
-from chatgrammar.testing import Conversation, contents, conversations, delimiter_pieces
+from chatgrammar.testing import HARD_CONTENTS, Conversation, conversations, safe_contents
 
 WITH_REFERENCE = [name for name in cg.formats() if cg.get_format(name).reference]
 ROLES = ["system", "user", "assistant"]
@@ -46,11 +46,6 @@ def test_every_reference_template_is_covered(templates_dir) -> None:
     assert core <= covered
     for name in WITH_REFERENCE:
         reference.entry_for(cg.get_format(name))  # exactly one index entry per reference
-
-
-def _safe_contents(fmt: cg.Format) -> st.SearchStrategy[str]:
-    own = set(fmt.delimiters)
-    return contents([p for p in delimiter_pieces() if not any(d in p or p in d for d in own)])
 
 
 def _ours(fmt: cg.Format, conv: Conversation) -> str | cg.ChatGrammarError:
@@ -141,7 +136,7 @@ def check(fmt: cg.Format, conv: Conversation) -> None:
 @given(data=st.data())
 def test_renders_like_the_template(name: str, data: st.DataObject) -> None:
     fmt = cg.get_format(name)
-    conv = data.draw(conversations(fmt, content=_safe_contents(fmt)))
+    conv = data.draw(conversations(fmt, content=safe_contents(fmt)))
     conv.date = reference.FIXED_DATE  # the references are rendered on that day
     last = conv.messages[-1] if conv.messages else None
     if last is not None and not last.complete:
@@ -155,7 +150,7 @@ def test_renders_like_the_template(name: str, data: st.DataObject) -> None:
 def any_roles(draw: st.DrawFn, fmt: cg.Format) -> Conversation:
     """Role sequences the format may not allow: the errors must match the template's."""
     roles = draw(st.lists(st.sampled_from(ROLES), max_size=6))
-    content = _safe_contents(fmt)
+    content = safe_contents(fmt)
     msgs = [cg.Message(role=r, content=draw(content)) for r in roles]
     options = {name: draw(st.sampled_from(values)) for name, values in fmt.option_values.items()}
     return Conversation(msgs, draw(st.booleans()), options, reference.FIXED_DATE)
@@ -188,19 +183,6 @@ def test_reference_cases(name: str, templates_dir) -> None:
                 fmt.render(conv.messages, **conv.render_args())
         else:
             assert fmt.render(conv.messages, **conv.render_args()) == case["expected"]
-
-
-HARD_CONTENTS = [
-    "",
-    " ",
-    "\n",
-    "  \t\n ",
-    "\nleading and trailing newlines\n",
-    "héllo wörld ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية",
-    "{{ messages }} {% if x %}{% endif %} {# c #} 100% {0} %s %(name)s",
-    "x" * 10_000,
-    ("A long line with braces {} and 50% off.\n" * 250)[:10_000],
-]
 
 
 @pytest.mark.parametrize("name", WITH_REFERENCE)

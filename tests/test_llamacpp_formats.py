@@ -21,7 +21,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 import chatgrammar as cg
-from chatgrammar.testing import Conversation, contents, conversations, delimiter_pieces
+from chatgrammar.testing import HARD_CONTENTS, Conversation, conversations, safe_contents
 
 # llama-cpp-python chat_format name -> chatgrammar format
 FORMATS = {
@@ -78,11 +78,6 @@ def _ours(fmt: cg.Format, messages: list[cg.Message]) -> str | cg.RenderError:
     return text
 
 
-def _safe_contents(fmt: cg.Format) -> st.SearchStrategy[str]:
-    own = set(fmt.delimiters)
-    return contents([p for p in delimiter_pieces() if not any(d in p or p in d for d in own)])
-
-
 def _witness(
     ref: llamacpp_reference.Reference, name: str, msgs: list[cg.Message], text: str
 ) -> list[cg.Message] | None:
@@ -124,7 +119,7 @@ def check(ref: llamacpp_reference.Reference, name: str, msgs: list[cg.Message]) 
 @given(data=st.data())
 def test_renders_like_llamacpp(llamacpp: llamacpp_reference.Reference, name: str, data: st.DataObject) -> None:
     fmt = cg.get_format(FORMATS[name])
-    conv: Conversation = data.draw(conversations(fmt, content=_safe_contents(fmt), allow_open=False))
+    conv: Conversation = data.draw(conversations(fmt, content=safe_contents(fmt), allow_open=False))
     check(llamacpp, name, conv.messages)
 
 
@@ -135,20 +130,10 @@ def test_refuses_only_where_llamacpp_loses(
 ) -> None:
     fmt = cg.get_format(FORMATS[name])
     roles = data.draw(st.lists(st.sampled_from(ROLES), max_size=6))
-    content = _safe_contents(fmt)
+    content = safe_contents(fmt)
     check(llamacpp, name, [cg.Message(role=r, content=data.draw(content)) for r in roles])
 
 
-HARD_CONTENTS = [
-    "",
-    " ",
-    "\n",
-    "  \t\n ",
-    "\nleading and trailing newlines\n",
-    "héllo wörld ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية",
-    "{{ messages }} {% if x %}{% endif %} {# c #} 100% {0} %s %(name)s {system_message}",
-    "x" * 10_000,
-]
 SHAPES = [[], ["user"], ["user", "assistant", "user"], ["system", "user", "assistant"], ["assistant", "assistant"]]
 
 
