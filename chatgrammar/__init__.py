@@ -6,7 +6,7 @@
 Message(role='assistant', content='', complete=False)
 """
 
-from ._api import parse, render
+from ._api import parse, parse_completion, render, render_spans
 from ._errors import (
     ChatGrammarError,
     GrammarError,
@@ -17,24 +17,41 @@ from ._errors import (
     UnsupportedConversationError,
 )
 from ._format import Format, RolePolicy
+from ._inspect import SAME_LANGUAGE, detect, validate
 from ._message import Message
 from ._registry import formats, get_format
+from ._results import Completion, ContentDelta, Diagnostic, Event, MessageEnd, MessageStart, Parsed, Span
+from ._stream import StreamParser
 
 __all__ = [
+    "SAME_LANGUAGE",
     "ChatGrammarError",
+    "Completion",
+    "ContentDelta",
+    "Diagnostic",
+    "Event",
     "Format",
     "GrammarError",
     "Message",
+    "MessageEnd",
+    "MessageStart",
     "ParseError",
+    "Parsed",
     "RenderError",
     "RolePolicy",
+    "Span",
+    "StreamParser",
     "UnknownFormatError",
     "UnsafeContentError",
     "UnsupportedConversationError",
+    "detect",
     "formats",
     "get_format",
     "parse",
+    "parse_completion",
     "render",
+    "render_spans",
+    "validate",
 ]
 
 __version__ = "0.1.0"
@@ -42,6 +59,6 @@ __version__ = "0.1.0"
 # Tracebacks and reprs show the public path (chatgrammar.ParseError). Format keeps its
 # module, so that doctest still finds the examples in its methods' docstrings.
 for _name in __all__:
-    if _name != "Format":
+    if _name not in ("Format", "SAME_LANGUAGE", "Event"):
         globals()[_name].__module__ = "chatgrammar"
 del _name

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ._format import Format
 from ._message import Message, MessageLike
 from ._registry import get_format
+from ._results import Completion, Parsed, Span
 
-__all__ = ["parse", "render"]
+__all__ = ["parse", "parse_completion", "render", "render_spans"]
 
 
 def render(
@@ -35,12 +36,55 @@ def render(
     )
 
 
-def parse(text: str, fmt: str | Format, **options: Any) -> list[Message]:
+def render_spans(
+    messages: Iterable[MessageLike],
+    fmt: str | Format,
+    *,
+    add_generation_prompt: bool = False,
+    on_unsafe: Literal["raise", "allow"] = "raise",
+    date: datetime.date | None = None,
+    **options: Any,
+) -> tuple[str, list[Span | None]]:
+    r"""Render, and give the ``Span`` of each message (see ``Format.render_spans``).
+
+    >>> text, spans = render_spans([{"role": "user", "content": "Hi"}], "llama2")
+    >>> text[spans[0].content_start:spans[0].content_end]
+    'Hi'
+    """
+    return get_format(fmt).render_spans(
+        messages, add_generation_prompt=add_generation_prompt, on_unsafe=on_unsafe, date=date, **options
+    )
+
+
+@overload
+def parse(
+    text: str, fmt: str | Format, *, strict: Literal[True] = ..., spans: Literal[False] = ..., **options: Any
+) -> list[Message]: ...
+
+
+@overload
+def parse(text: str, fmt: str | Format, *, strict: bool = ..., spans: bool = ..., **options: Any) -> Parsed: ...
+
+
+def parse(text: str, fmt: str | Format, *, strict: bool = True, spans: bool = False, **options: Any) -> list[Message]:
     r"""Read a prompt or transcript of format ``fmt`` back into messages.
 
     Without ``options`` any of the template's switches is accepted; with them, only that variant.
+    ``strict=False`` reads truncated or damaged text and reports what it could not read in
+    ``.diagnostics``; ``spans=True`` gives each message's position in ``.spans`` (see ``Format.parse``).
 
     >>> parse("<s>[INST] Hi [/INST] Hello! </s>", "llama2")
     [Message(role='user', content='Hi', complete=True), Message(role='assistant', content='Hello!', complete=True)]
     """
-    return get_format(fmt).parse(text, **options)
+    return get_format(fmt).parse(text, strict=strict, spans=spans, **options)
+
+
+def parse_completion(
+    completion: str, fmt: str | Format, *, prompt: str | Iterable[MessageLike] | None = None, **options: Any
+) -> Completion:
+    r"""Read what a model wrote after a prompt (see ``Format.parse_completion``).
+
+    >>> parse_completion(" Sure! </s>", "llama2", prompt=[{"role": "user", "content": "Hi"}]).message
+    Message(role='assistant', content='Sure!', complete=True)
+    """
+    return get_format(fmt).parse_completion(completion, prompt=prompt, **options)

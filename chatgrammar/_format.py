@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
 from ._errors import ChatGrammarError, RenderError, UnsafeContentError, UnsupportedConversationError
@@ -16,7 +16,9 @@ from ._grammar import GrammarSpec, load_grammar, read_header
 from ._ir import Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
+from ._reader import Reader
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
+from ._results import Completion, Diagnostic, Parsed, Span
 from ._scanner import Scanner
 
 __all__ = ["Format", "RolePolicy"]
@@ -406,6 +408,56 @@ class Format:
                 raise
             raise _pointed_back(e, r.origin) from None
 
+    def render_spans(
+        self,
+        messages: Iterable[MessageLike],
+        *,
+        add_generation_prompt: bool = False,
+        on_unsafe: Literal["raise", "allow"] = "raise",
+        date: datetime.date | None = None,
+        **options: Any,
+    ) -> tuple[str, list[Span | None]]:
+        r"""Render, and say where each message stands in the text: ``(text, spans)``.
+
+        ``spans[i]`` is the ``Span`` of ``messages[i]``: its whole turn and its content as
+        written (trimmed or encoded as the template writes it), or None for a message the
+        template writes nothing for. A system message written into a user turn has that
+        turn as its turn and its own part of the content. Build an assistant-only loss mask
+        from the assistant spans, for any format.
+
+        >>> from chatgrammar import get_format
+        >>> text, spans = get_format("chatml").render_spans(
+        ...     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+        >>> text[spans[1].content_start:spans[1].content_end], text[spans[1].start:spans[1].end]
+        ('Hello!', '<|im_start|>assistant\nHello!<|im_end|>\n')
+        """
+        msgs: list[Any] = messages if type(messages) is list else list(messages)
+        gen = add_generation_prompt or self._always_gen
+        variant = self._variant(options)
+        r = self._prepare(variant, msgs, gen, date)
+        if on_unsafe == "allow":
+            text = r.plan.build(r.roles, r.contents, r.values)
+        elif on_unsafe != "raise":
+            raise ValueError(f"on_unsafe must be 'raise' or 'allow', not {on_unsafe!r}")
+        else:
+            try:
+                text = self._checked(r)
+            except RenderError as e:
+                if r.origin is None:
+                    raise
+                raise _pointed_back(e, r.origin) from None
+        read = variant.reader.read(text, tolerant=False)
+        if not read.ok:
+            raise RenderError(
+                f"the {self.name} text of these messages does not read back (content holding delimiters, "
+                "rendered with on_unsafe='allow'), so it has no spans",
+                format=self.name,
+            )
+        joiner = 0
+        if self._gather is not None and self._gather[1] is not None:
+            joiner = len(variant.compiled.spec.terminals[self._gather[1]])
+        return text, _spans_of(r, read.messages, read.spans, variant.compiled, joiner)
+
     def normalize(
         self,
         messages: Iterable[MessageLike],
@@ -628,7 +680,15 @@ class Format:
 
     # -- parse -----------------------------------------------------------------
 
-    def parse(self, text: str, **options: Any) -> list[Message]:
+    @overload
+    def parse(
+        self, text: str, *, strict: Literal[True] = ..., spans: Literal[False] = ..., **options: Any
+    ) -> list[Message]: ...
+
+    @overload
+    def parse(self, text: str, *, strict: bool = ..., spans: bool = ..., **options: Any) -> Parsed: ...
+
+    def parse(self, text: str, *, strict: bool = True, spans: bool = False, **options: Any) -> list[Message]:
         r"""Read a prompt or transcript back into messages.
 
         A text that ends inside a turn (a generation prompt, a prefilled reply)
@@ -637,10 +697,20 @@ class Format:
         was expected. A text written with other values of the template's options
         (``enable_thinking=False``...) is read too; ``options_in`` tells which.
 
+        ``strict=False`` never raises for the text: truncated text (cut inside a
+        delimiter, missing its end token or final newline) gives its last turn open,
+        and what cannot be read is reported in ``.diagnostics`` of the returned
+        ``Parsed`` list. ``spans=True`` gives each message's ``Span`` in ``.spans``.
+
         >>> from chatgrammar import get_format
         >>> get_format("chatml").parse("<|im_start|>user\nHi<|im_end|>\n")
         [Message(role='user', content='Hi', complete=True)]
+        >>> r = get_format("chatml").parse("<|im_start|>user\nHi<|im_e", strict=False)
+        >>> r, [d.code for d in r.diagnostics]
+        ([Message(role='user', content='Hi', complete=False)], ['truncated'])
         """
+        if not strict or spans:
+            return self._parse_positioned(text, strict, spans, options)
         if not options:
             got = self._scan_text(text)
             if got is not None:
@@ -655,6 +725,94 @@ class Format:
         variant = self._variant(options)
         got = variant.scanner.scan(text)
         return _with_dropped(variant, got if got is not None else variant.lark.parse(text))
+
+    def _parse_positioned(self, text: str, strict: bool, spans: bool, options: dict[str, Any]) -> Parsed:
+        if not isinstance(text, str):
+            raise TypeError(f"parse() takes a str, not {type(text).__name__}")
+        variants = [self._variant(options)] if options else self._all_variants()
+        for variant in variants:
+            r = variant.reader.read(text, tolerant=False)
+            if r.ok:
+                if not strict:  # an open last turn may still end with part of its closing delimiter
+                    r = variant.reader.read(text, tolerant=True)
+                msgs, sp = (
+                    _with_dropped_spans(variant, r.messages, r.spans) if not r.diagnostics else (r.messages, r.spans)
+                )
+                return Parsed(msgs, sp if spans else None, r.diagnostics)
+        if strict:
+            variants[0].lark.parse(text)  # raises the positioned error
+            raise AssertionError("the scanner and the Lark parser disagree")  # pragma: no cover
+        r = variants[0].reader.read(text, tolerant=True)
+        # Messages a template writes nothing for are put back only into a whole reading.
+        msgs, sp = _with_dropped_spans(variants[0], r.messages, r.spans) if r.ok else (r.messages, r.spans)
+        return Parsed(msgs, sp if spans else None, r.diagnostics)
+
+    def parse_completion(
+        self,
+        completion: str,
+        *,
+        prompt: str | Iterable[MessageLike] | None = None,
+        **options: Any,
+    ) -> Completion:
+        r"""Read what a model wrote after a prompt: the turn(s) it produced, up to its stop string.
+
+        ``prompt`` is the prompt the model continued, as text or as messages (rendered
+        with the generation prompt unless the last message is open); without it, the
+        completion is read as the answer to a one-message user prompt. The completion is
+        cut at the first of the format's stop strings (``Format.stop``): what follows it is
+        returned in ``rest``, never dropped, and the last message is complete. Without a
+        stop string the text ran out (max_tokens): the last message is ``complete=False``.
+        Text that is not the format is reported in ``diagnostics``; nothing raises.
+
+        >>> from chatgrammar import get_format
+        >>> c = get_format("chatml").parse_completion("Hello!<|im_end|>\n<|im_start|>user")
+        >>> c.message, c.stop, c.rest
+        (Message(role='assistant', content='Hello!', complete=True), '<|im_end|>', '\n<|im_start|>user')
+        """
+        if not isinstance(completion, str):
+            raise TypeError(f"parse_completion() takes a str, not {type(completion).__name__}")
+        if prompt is None:
+            prompt_text = self._default_prompt(options)
+        elif isinstance(prompt, str):
+            prompt_text = prompt
+        else:
+            msgs = list(prompt)
+            _, _, open_last = read_messages(msgs)
+            prompt_text = self.render(msgs, add_generation_prompt=not open_last, **options)
+        before = self.parse(prompt_text, **options)
+        n0 = len(before) - (1 if before and not before[-1].complete else 0)
+        cut, stop = len(completion), None
+        for s in self.stop:
+            k = completion.find(s)
+            if k != -1 and (k < cut or (k == cut and stop is not None and len(s) > len(stop))):
+                cut, stop = k, s
+        body = completion[:cut]
+        rest = completion[cut + len(stop) :] if stop is not None else ""
+        read = self.parse(prompt_text + body, strict=False, **options)
+        shift = len(prompt_text)
+        messages = list(read[n0:])
+        diagnostics: list[Diagnostic] = []
+        for d in read.diagnostics:
+            if stop is not None and d.code == "truncated" and d.end >= shift + len(body):
+                continue  # the stop string ended the turn: what would have closed it is not missing
+            pos, end = max(d.pos - shift, 0), max(d.end - shift, 0)
+            diagnostics.append(Diagnostic.at(completion, d.code, d.message, d.hint, pos, end, d.index))
+        if stop is not None and messages and not messages[-1].complete:
+            last = messages[-1]
+            messages[-1] = make_message(last.role, last.content, True)
+        return Completion(messages, stop, rest, diagnostics)
+
+    def _default_prompt(self, options: dict[str, Any]) -> str:
+        """The prompt a completion is read after when none is given: one user message, then the prompt."""
+        for conversation in (
+            [{"role": "user", "content": "x"}],
+            [{"role": "system", "content": "x"}, {"role": "user", "content": "x"}],
+        ):
+            try:
+                return self.render(conversation, add_generation_prompt=True, **options)
+            except RenderError:
+                continue
+        raise ChatGrammarError(f"{self.name}: pass the prompt the completion continues (prompt=...)")
 
     def options_in(self, text: str) -> dict[str, Any]:
         """The render options ``text`` was written with: the template's switches, and the date.
@@ -687,7 +845,16 @@ class _Variant:
         self.planner = Planner(compiled)
         self.scanner = Scanner(compiled)
         self._lark: LarkParser | None = None
+        self._reader: Reader | None = None
         self._lock = threading.Lock()
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            with self._lock:
+                if self._reader is None:
+                    self._reader = Reader(self.compiled, self.scanner)
+        return self._reader
 
     @property
     def lark(self) -> LarkParser:
@@ -750,6 +917,63 @@ class _Rendering:
         return _with_dropped(self.variant, out)
 
 
+def _spans_of(
+    r: _Rendering, parsed: list[Message], spans: list[Span], c: Compiled, joiner: int = 0
+) -> list[Span | None]:
+    """The span of each message of a rendering, from the reading of its text (in text order).
+
+    ``joiner`` is the length of the text joining gathered system messages (``system-gather``).
+    """
+    found: list[Span | None] = [None] * r.n
+    order = list(r.plan.order)
+    p = k = 0
+    while k < len(order) and p < len(parsed):
+        i = order[k]
+        if i == -1 or i >= r.n:  # the default system message, the generation prompt
+            p += 1
+            k += 1
+            continue
+        sp = spans[p]
+        if c.merge_sep is not None and r.roles[i] == "system" and parsed[p].role == "user" and k + 1 < len(order):
+            j = order[k + 1]  # the user turn the system message is written into
+            cut = sp.content_start + len(r.contents[i])
+            found[i] = Span(sp.start, sp.end, sp.content_start, cut)
+            if j < r.n:
+                found[j] = Span(sp.start, sp.end, cut + len(c.merge_sep), sp.content_end)
+            p += 1
+            k += 2
+            continue
+        found[i] = sp
+        p += 1
+        k += 1
+    if r.origin is None:
+        return found
+    given: list[Span | None] = [None] * (1 + max(_origin_indices(r.origin), default=-1))
+    for idx, o in enumerate(r.origin):
+        at = found[idx] if idx < len(found) else None
+        if isinstance(o, int):
+            given[o] = at
+            continue
+        if at is None:
+            continue
+        sp = at
+        joined, written = r.given[idx], r.contents[idx]
+        lead = joined.find(written) if written else 0
+        for n, (ci, offset) in enumerate(o):
+            stop = o[n + 1][1] - joiner if n + 1 < len(o) else len(joined)
+            start = min(max(sp.content_start + offset - lead, sp.content_start), sp.content_end)
+            end = min(max(sp.content_start + stop - lead, start), sp.content_end)
+            given[ci] = Span(sp.start, sp.end, start, end)
+    return given
+
+
+def _origin_indices(origin: list[Any]) -> list[int]:
+    out: list[int] = []
+    for o in origin:
+        out += [o] if isinstance(o, int) else [i for i, _ in o]
+    return out
+
+
 def _pointed_back(e: RenderError, origin: list[Any]) -> RenderError:
     """``e`` about the messages as given, not as gathered (``system-gather``)."""
 
@@ -792,6 +1016,25 @@ def _with_dropped(variant: _Variant, messages: list[Message]) -> list[Message]:
     for position, role in reversed(back):
         out.insert(position, make_message(role, "", True))
     return out
+
+
+def _with_dropped_spans(
+    variant: _Variant, messages: list[Message], spans: list[Span]
+) -> tuple[list[Message], list[Span]]:
+    """``_with_dropped``, keeping a span for each message: the put-back ones are empty, where they stand."""
+    full = _with_dropped(variant, messages)
+    if len(full) == len(messages):
+        return full, spans
+    out: list[Span] = []
+    k = 0
+    for m in full:
+        if k < len(messages) and m is messages[k]:
+            out.append(spans[k])
+            k += 1
+        else:
+            at = out[-1].end if out else (spans[k].start if k < len(spans) else 0)
+            out.append(Span(at, at, at, at))
+    return full, out
 
 
 def _same(role: str) -> str:

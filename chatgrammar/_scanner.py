@@ -25,7 +25,9 @@ __all__ = ["Scanner"]
 _LIT, _MSG, _OPEN, _GEN = range(4)
 _FOLD_DEPTH = 2  # literals folded into what follows them, per step
 
-Alt = tuple[list[RegexPart], tuple[Any, ...]]
+# An alternative: its regex parts, its action, and how many of its parts are literals
+# folded in before the message's own text (the positioned reader marks where that starts).
+Alt = tuple[list[RegexPart], tuple[Any, ...], int]
 
 Alternation = tuple[Callable[[str, int], "re.Match[str] | None"], dict[int, tuple[Any, ...]]]
 
@@ -70,8 +72,8 @@ class Scanner:
                 )
                 if depth < _FOLD_DEPTH:
                     for group, out in zip(self._alternatives(t.target, depth + 1), (turns, gens, lits), strict=True):
-                        out += [([lit, *parts], action) for parts, action in group]
-                lits.append(([lit], (_LIT, t.target, None, None, None)))
+                        out += [([lit, *parts], action, folded + 1) for parts, action, folded in group]
+                lits.append(([lit], (_LIT, t.target, None, None, None), 0))
             elif isinstance(a, Msg):
                 shape = compiled.shapes[a.rule]
                 inv = _inverse(shape.role_slot)
@@ -81,9 +83,9 @@ class Scanner:
                     # Nothing of the message's own ends its content: what may follow it must
                     # (DeepSeek's system text, then a user turn or the end; not an answer).
                     regex = [*regex, _followed_by(compiled.rules[id(shape.content)].after)]
-                complete = (regex, (_MSG, t.target, shape.role, inv, reader))
+                complete = (regex, (_MSG, t.target, shape.role, inv, reader), 0)
                 if self._finishes[t.target]:  # an open turn is the one that ends the document
-                    opened = (shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader))
+                    opened = (shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader), 0)
                     # When literal text follows the content, the open turn cannot be read as a
                     # complete one; try it first, since the complete turn may match a prefix of
                     # it (an optional group holding the content, left out).
@@ -92,7 +94,7 @@ class Scanner:
                     turns.append(complete)
             elif isinstance(a, Gen):
                 role = None if compiled.gen_role_slot is not None else ASSISTANT
-                gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None)))
+                gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None), 0))
         return turns, gens, lits
 
     def scan(self, text: str, found: dict[str, str] | None = None) -> list[Message] | None:
@@ -197,20 +199,40 @@ def _no_match(text: str, pos: int) -> None:
 _ATOMIC = sys.version_info >= (3, 11)
 
 
-def _alternation(alts: list[Alt], date_format: str | None = None) -> Alternation | None:
-    """One regex for all alternatives; actions[g] for the alternative whose outer group is g."""
+def _alternation(alts: list[Alt], date_format: str | None = None, marks: bool = False) -> Alternation | None:
+    """One regex for all alternatives; actions[g] for the alternative whose outer group is g.
+
+    With ``marks``, each action ends with two more groups: an empty group where the
+    message's own text starts (after folded literals), and one where its content
+    starts (or would, when the content is absent).
+    """
     if not alts:
         return None
     out: list[str] = []
     actions: dict[int, tuple[Any, ...]] = {}
     group = 0
-    for parts, (kind, target, role, inverse, reader) in alts:
+    for parts, (kind, target, role, inverse, reader), folded in alts:
         group += 1
         outer = group
         role_group = content_group = None
         variables: list[tuple[int, str, Callable[[str], bool]]] = []
         out.append("|(" if out else "(")
-        for part in parts:
+        own_mark = None
+        content_marks: list[int] = []
+        before_content = _parts_before_content(parts) if marks else 0
+        for k, part in enumerate(parts):
+            if marks and k == folded:
+                group += 1
+                own_mark = group
+                out.append("()")
+            if (
+                marks
+                and k < before_content
+                and (part == "(?:" or isinstance(part, SlotPart) and part.field == "content")
+            ):
+                group += 1
+                content_marks.append(group)
+                out.append("()")
             if isinstance(part, str):
                 out.append(part)
                 continue
@@ -222,9 +244,23 @@ def _alternation(alts: list[Alt], date_format: str | None = None) -> Alternation
             else:
                 variables.append((group, part.name, date_check(date_format or "")))
             out.append(_atomic(part, group))
+        if marks and own_mark is None:  # nothing of its own (an empty generation prompt)
+            group += 1
+            own_mark = group
+            out.append("()")
         out.append(")")
         actions[outer] = (kind, target, role, role_group, content_group, inverse, reader, tuple(variables))
+        if marks:
+            actions[outer] += (own_mark, tuple(content_marks))
     return re.compile("".join(out)).match, actions
+
+
+def _parts_before_content(parts: list[RegexPart]) -> int:
+    """The index just past the content slot (len(parts) when there is none)."""
+    for k, part in enumerate(parts):
+        if isinstance(part, SlotPart) and part.field == "content":
+            return k + 1
+    return len(parts)
 
 
 def _atomic(part: SlotPart, group: int) -> str:

@@ -8,20 +8,34 @@ import chatgrammar as cg
 def test_exported_members() -> None:
     assert sorted(cg.__all__) == sorted(
         [
+            "SAME_LANGUAGE",
             "ChatGrammarError",
+            "Completion",
+            "ContentDelta",
+            "Diagnostic",
+            "Event",
             "Format",
             "GrammarError",
             "Message",
+            "MessageEnd",
+            "MessageStart",
             "ParseError",
+            "Parsed",
             "RenderError",
             "RolePolicy",
+            "Span",
+            "StreamParser",
             "UnknownFormatError",
             "UnsafeContentError",
             "UnsupportedConversationError",
+            "detect",
             "formats",
             "get_format",
             "parse",
+            "parse_completion",
             "render",
+            "render_spans",
+            "validate",
         ]
     )
     for name in cg.__all__:

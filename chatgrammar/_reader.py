@@ -1,0 +1,814 @@
+"""The positioned reader: spans, and tolerant reading with diagnostics.
+
+It walks the same automaton with the same alternatives as the scanner (so a text
+that scans reads the same here), with empty marker groups added to each
+alternative to tell where a message's own text and its content start. When no
+alternative matches, the tolerant mode asks, in order: does the text end inside a
+turn or a delimiter (truncated)? is the text here a well-formed turn the format
+does not allow at this point (role order)? a doubled BOS? a delimiter written with
+other whitespace? Failing all, the text up to the next place a turn can start is
+reported as unexpected, and reading goes on from there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
+from ._message import Message, make_message
+from ._patterns import re_escape
+from ._results import Diagnostic, Span
+from ._scanner import _GEN, _LIT, _MSG, _OPEN, Alt, Scanner, _alternation, _atomic
+
+__all__ = ["Reader", "unescape"]
+
+_UNESCAPE = re.compile(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})|\\U([0-9a-f]{8})|\\(.)", re.S)
+
+
+def unescape(part: str) -> str:
+    """The text a ``re_escape``\\ d literal matches."""
+    return _UNESCAPE.sub(lambda m: chr(int(m[1] or m[2] or m[3], 16)) if m[4] is None else m[4], part)
+
+
+def _is_literal(part: RegexPart) -> bool:
+    return isinstance(part, str) and part not in ("(?:", ")?", r"\Z") and not part.startswith("(?=")
+
+
+@dataclass
+class _Read:
+    messages: list[Message]
+    spans: list[Span]
+    diagnostics: list[Diagnostic]
+    state: int
+    ok: bool  # read strictly: every character by the format's own alternatives
+
+
+@dataclass
+class _Form:
+    """A regex tried only when the format's own alternatives fail (tolerant mode)."""
+
+    match: Callable[[str, int], re.Match[str] | None]
+    kind: str  # "turn": a truncated turn; "opening": a partial delimiter; "loose": other whitespace
+    action: tuple[Any, ...]
+    role_group: int | None = None
+    content_group: int | None = None
+    own_group: int = 0
+    closing: str = ""  # turn: the literal text after the content
+    closing_ends: bool = True  # turn: nothing but that text (or a lookahead) follows the content
+    closing_group: int | None = None  # turn: what the content did not read, up to the end
+    literals: tuple[tuple[int, str], ...] = ()  # loose: (group, expected text) of each literal
+    expected: str = ""  # opening: the whole text the partial one begins
+    content_pattern: str = ""  # turn: the content slot's pattern
+    bare: bool = False  # turn: nothing of the turn's own is written before its content
+    alt: int = 0  # the alternative of the state it comes from
+
+
+class Reader:
+    """Reads texts of one compiled variant with positions, strictly or tolerantly."""
+
+    def __init__(self, compiled: Compiled, scanner: Scanner) -> None:
+        self.c = compiled
+        dfa = compiled.parse_dfa
+        self.accepting = list(dfa.accepting)
+        self.alts: list[list[Alt]] = []
+        self.alt_of: list[dict[int, int]] = []  # per state: outer group -> index of its alternative
+        self.table: list[tuple[Callable[[str, int], re.Match[str] | None], dict[int, tuple[Any, ...]]] | None] = []
+        for state in range(len(dfa.transitions)):
+            turns, gens, lits = scanner._alternatives(state, 0)
+            alts = turns + gens + lits
+            self.alts.append(alts)
+            table = _alternation(alts, compiled.date_format, marks=True)
+            self.table.append(table)
+            self.alt_of.append({g: k for k, g in enumerate(sorted(table[1]))} if table else {})
+        self._forms: dict[tuple[int, str], list[_Form]] = {}
+        self.last_alt = 0  # the alternative the last _step read (the stream parser asks)
+        self._no_bos_retry = False
+        self._content: dict[int, tuple[list[str], Callable[[str], object], bool]] = {}
+        self.bos = compiled.spec.terminals[compiled.spec.header["bos"]] if compiled.spec.header.get("bos") else None
+        openings = set()
+        for alts in self.alts:
+            for parts, action, folded in alts:
+                if action[0] in (_MSG, _GEN) and len(parts) > folded and _is_literal(parts[folded]):
+                    openings.add(unescape(parts[folded]))  # type: ignore[arg-type]
+        self._openings = (
+            re.compile("|".join(re.escape(o) for o in sorted(openings, key=len, reverse=True) if o))
+            if any(openings)
+            else None
+        )
+        self._dates = None
+
+    # -- one step ----------------------------------------------------------------
+
+    def _step(self, state: int, text: str, pos: int) -> tuple[Message | None, Span | None, int, int] | None:
+        """The format's own reading at ``pos``: (message or None, span, new pos, new state)."""
+        entry = self.table[state]
+        if entry is None:
+            return None
+        m = entry[0](text, pos)
+        if m is None:
+            return None
+        self.last_alt = self.alt_of[state][m.lastindex]  # type: ignore[index]
+        action = entry[1][m.lastindex]  # type: ignore[index]
+        kind, target, role, role_group, content_group, inverse, reader, variables, own, marks = action
+        for group, _name, check in variables:
+            if not check(m[group]):
+                return None
+        if kind == _LIT:
+            return None, None, m.end(), target
+        complete = kind == _MSG
+        content = (m[content_group] or "") if content_group else ""
+        if content_group and m.start(content_group) != -1:
+            cspan = m.span(content_group)
+        else:
+            at = max((m.start(g) for g in marks if m.start(g) != -1), default=m.end())
+            cspan = (at, at)
+        if reader is not None:
+            content = reader(content)
+            if content is None:
+                return None
+        if role is None:
+            role = m[role_group]
+            if inverse is not None:
+                written, role = role, inverse[1](role)
+                if inverse[0](role) != written:
+                    return None
+            if kind == _GEN and role != ASSISTANT:
+                return None
+        end = len(text) if kind == _OPEN else m.end()
+        return make_message(role, content, complete), Span(m.start(own), end, *cspan), end, target
+
+    # -- reading -----------------------------------------------------------------
+
+    def read(self, text: str, tolerant: bool, state: int = 0, pos: int = 0) -> _Read:
+        out: list[Message] = []
+        spans: list[Span] = []
+        diags: list[Diagnostic] = []
+        ok = True
+        end = len(text)
+        # Where reading could go back to, when the text turns out to be cut short: the end of
+        # the last message (literals read since may begin a turn instead), and the start of an
+        # empty open turn (the generation prompt may be the start of a turn cut short).
+        boundary = (0, 0, 0)
+        before_open: tuple[int, int, int] | None = None
+        while pos < end:
+            step = self._step(state, text, pos)
+            if step is not None and tolerant and step[0] is not None and not step[0].complete and step[0].content:
+                # An open turn whose content ends with part of its closing delimiter: cut short there.
+                if self._truncation(text, pos, state, out, spans, diags) or self._partial_opening(
+                    text, pos, state, step[1], diags
+                ):
+                    return _Read(out, spans, diags, state, False)
+            if step is not None:
+                msg, span, new_pos, new_state = step
+                if msg is not None:
+                    before_open = (pos, state, len(out)) if not msg.complete and not msg.content else None
+                    out.append(msg)
+                    spans.append(span)  # type: ignore[arg-type]
+                    boundary = (new_pos, new_state, len(out))
+                pos, state = new_pos, new_state
+                if msg is not None and not msg.complete and msg.content == "" and span.end == end:  # type: ignore[union-attr]
+                    break
+                continue
+            ok = False
+            if not tolerant:
+                break
+            restarts = [(pos, state, len(out)), boundary] + ([before_open] if before_open else [])
+            if self._cut_short(text, restarts, out, spans, diags):
+                pos = end
+                break
+            if pos == 0 and self.bos and not text.startswith(self.bos) and not self._no_bos_retry:
+                # Read it both ways: as it is, and with the BOS it lacks; keep the better reading.
+                with_bos = self.read(self.bos + text, True)
+                self._no_bos_retry = True
+                try:
+                    as_is = self.read(text, True)
+                finally:
+                    self._no_bos_retry = False
+                if len(with_bos.diagnostics) < len(as_is.diagnostics) + 1:
+                    return self._shifted(with_bos, text, len(self.bos))
+                return as_is
+            pos, state = self._misplaced(text, pos, state, out, spans, diags)
+        if ok and not (self.accepting[state]) and pos >= end:
+            ok = False
+            if tolerant and boundary[0] < end and self._cut_short(text, [boundary], out, spans, diags):
+                return _Read(out, spans, diags, state, ok)
+        if tolerant and pos >= end and not self.accepting[state] and not any(d.pos >= end for d in diags):
+            if not diags or diags[-1].code != "truncated":
+                wanted = self._expected_at(state)
+                diags.append(
+                    Diagnostic.at(
+                        text,
+                        "truncated",
+                        f"the text ends where {self.c.name} expects {wanted}",
+                        "the text was cut short: complete it, or read it as a truncated document",
+                        end,
+                    )
+                )
+        return _Read(out, spans, diags, state, ok)
+
+    def _cut_short(
+        self,
+        text: str,
+        restarts: list[tuple[int, int, int]],
+        out: list[Message],
+        spans: list[Span],
+        diags: list[Diagnostic],
+    ) -> bool:
+        """Read the rest of the text as cut short, from the first of ``restarts`` where that works."""
+        for p0, s0, n0 in dict.fromkeys(restarts):
+            if p0 >= len(text):
+                continue
+            kept = out[n0:], spans[n0:]
+            del out[n0:], spans[n0:]
+            if self._truncation(text, p0, s0, out, spans, diags, any_partial=True):
+                return True
+            out += kept[0]
+            spans += kept[1]
+        return False
+
+    def _shifted(self, r: _Read, text: str, k: int) -> _Read:
+        """A reading of BOS + text, as a reading of text that lacks the BOS."""
+
+        def at(p: int) -> int:
+            return max(p - k, 0)
+
+        spans = [Span(at(s.start), at(s.end), at(s.content_start), at(s.content_end)) for s in r.spans]
+        diags = [
+            Diagnostic.at(
+                text,
+                "missing-bos",
+                f"the text does not start with the BOS token {self.bos!r} that {self.c.name} writes first",
+                f"put {self.bos!r} at the start (or check that it is not added twice by the tokenizer)",
+                0,
+            )
+        ]
+        diags += [Diagnostic.at(text, d.code, d.message, d.hint, at(d.pos), at(d.end), d.index) for d in r.diagnostics]
+        return _Read(r.messages, spans, diags, r.state, False)
+
+    def _truncation(
+        self,
+        text: str,
+        pos: int,
+        state: int,
+        out: list[Message],
+        spans: list[Span],
+        diags: list[Diagnostic],
+        any_partial: bool = False,
+    ) -> bool:
+        """Read the rest of the text as a truncated turn or delimiter, if it is one.
+
+        Without ``any_partial`` only a turn whose content ends with part of its closing
+        delimiter counts (the text reads strictly as an open turn otherwise).
+        """
+        end = len(text)
+        # Turns with text of their own before the content first, then partial delimiters, then
+        # turns written as their bare content (where any text reads as content).
+        turns = self._tolerant_forms(state, "turn")
+        forms = [f for f in turns if not f.bare]
+        forms += (self._tolerant_forms(state, "opening") if any_partial else []) + [f for f in turns if f.bare]
+        for form in forms:
+            m = form.match(text, pos)
+            if m is None:
+                continue
+            if form.kind == "turn":
+                msg, span, partial, rest = self._truncated_turn(form, m, text)
+                if msg is None or not (partial or any_partial):
+                    continue
+                out.append(msg)
+                spans.append(span)
+                diags.append(
+                    Diagnostic.at(
+                        text,
+                        "truncated",
+                        f"the text ends inside a {msg.role!r} turn"
+                        + (f": {json_repr(rest)} would close it" if rest else ""),
+                        "the turn is read as open (complete=False); complete the text to close it",
+                        end - len(partial),
+                        end,
+                        len(out) - 1,
+                    )
+                )
+            else:
+                diags.append(
+                    Diagnostic.at(
+                        text,
+                        "truncated",
+                        f"the text ends inside {json_repr(form.expected)}",
+                        "the text was cut short inside a delimiter of the format",
+                        pos,
+                        end,
+                    )
+                )
+            return True
+        return False
+
+    def alive(self, state: int, text: str, alt: int) -> bool:
+        """Whether alternative ``alt`` of ``state`` may still read ``text`` once more of it arrives."""
+        for form in self._tolerant_forms(state, "turn"):
+            if form.alt == alt:
+                m = form.match(text, 0)
+                if m is not None and self._truncated_turn(form, m, text)[0] is not None:
+                    return True
+        for form in self._tolerant_forms(state, "opening"):
+            if form.alt == alt and form.match(text, 0) is not None:
+                return True
+        return False
+
+    def _partial_opening(self, text: str, pos: int, state: int, span: Span | None, diags: list[Diagnostic]) -> bool:
+        """An open turn whose whole text, from where it starts, is the start of another delimiter."""
+        for form in self._tolerant_forms(state, "opening"):
+            m = form.match(text, pos)
+            if m is not None and span is not None and m.end() == len(text):
+                diags.append(
+                    Diagnostic.at(
+                        text,
+                        "truncated",
+                        f"the text ends inside {json_repr(form.expected)}",
+                        "the text was cut short inside a delimiter of the format",
+                        pos,
+                        len(text),
+                    )
+                )
+                return True
+        return False
+
+    def _misplaced(
+        self, text: str, pos: int, state: int, out: list[Message], spans: list[Span], diags: list[Diagnostic]
+    ) -> tuple[int, int]:
+        end = len(text)
+        name = self.c.name
+        # 2. A turn the format writes, but not here: the role order.
+        for other in range(len(self.table)):
+            if other == state:
+                continue
+            step = self._step(other, text, pos)
+            if step is None or step[0] is None or step[1] is None:
+                continue
+            msg, span, new_pos, new_state = step
+            assert msg is not None and span is not None
+            diags.append(
+                Diagnostic.at(
+                    text,
+                    "role-order",
+                    f"a {msg.role!r} turn cannot come here in {name}: {self._expected_at(state)} expected",
+                    self._order_hint(),
+                    pos,
+                    span.end,
+                    len(out),
+                )
+            )
+            out.append(msg)
+            spans.append(span)
+            return new_pos, new_state
+        # 3. A turn not closed before the next one begins.
+        for form in self._tolerant_forms(state, "turn"):
+            m = form.match(text, pos)
+            if m is None or form.bare or form.closing_group is None:
+                continue
+            q = m.start(form.closing_group)
+            started = m.start(form.content_group) if form.content_group else -1
+            if q >= end or started in (-1, q) or not form.closing or text.startswith(form.closing, q):
+                continue  # no content read, or closed there: something else is wrong
+            for other in [form.action[1]] + [s for s in range(len(self.table)) if s != form.action[1]]:
+                step = self._step(other, text, q)
+                if step is None or step[0] is None:
+                    continue
+                kind, target, role, inverse, reader = form.action
+                if role is None:
+                    role = m[form.role_group] if form.role_group else ASSISTANT
+                    if inverse is not None:
+                        role = inverse[1](role)
+                content = text[m.start(form.content_group) : q] if form.content_group else ""
+                out.append(make_message(role, content, True))
+                spans.append(Span(m.start(form.own_group), q, q - len(content), q))
+                diags.append(
+                    Diagnostic.at(
+                        text,
+                        "unclosed-turn",
+                        f"the {role!r} turn is not closed: {json_repr(form.closing)} expected before the next turn",
+                        f"end the turn with {json_repr(form.closing)}",
+                        q,
+                        q,
+                        len(out) - 1,
+                    )
+                )
+                return q, other
+        # 4. A BOS written twice.
+        bos = self.bos
+        if (
+            bos
+            and text.startswith(bos, pos)
+            and (text.startswith(bos, pos + len(bos)) or pos >= len(bos) and text.startswith(bos, pos - len(bos)))
+        ):
+            diags.append(
+                Diagnostic.at(
+                    text,
+                    "double-bos",
+                    f"the BOS token {bos!r} is written twice",
+                    "the template writes BOS already: do not add it again (add_special_tokens=False when "
+                    "tokenizing a rendered prompt)",
+                    pos,
+                    pos + len(bos),
+                )
+            )
+            return pos + len(bos), state
+        # 5. A delimiter with other whitespace than the format's: the reading with the fewest
+        # deviations, then the longest.
+        best: tuple[int, int, _Form, re.Match[str]] | None = None
+        for form in self._tolerant_forms(state, "loose"):
+            m = form.match(text, pos)
+            if m is None:
+                continue
+            wrong = sum(1 for g, expected in form.literals if m[g] is not None and m[g] != expected)
+            if wrong and (best is None or (wrong, -m.end()) < best[:2]):
+                best = (wrong, -m.end(), form, m)
+        if best is not None:
+            _, _, form, m = best
+            for group, expected in form.literals:
+                found = m[group]
+                if found is not None and found != expected:
+                    same = (i for i, (a, b) in enumerate(zip(found, expected, strict=False)) if a != b)
+                    k = next(same, min(len(found), len(expected)))
+                    diags.append(
+                        Diagnostic.at(
+                            text,
+                            "whitespace",
+                            f"{json_repr(found)} where {name} writes {json_repr(expected)}",
+                            "write the delimiter exactly as the format does: models are sensitive to every "
+                            "space and newline",
+                            m.start(group) + k,
+                            m.end(group),
+                            len(out),
+                        )
+                    )
+            kind, target = form.action[0], form.action[1]
+            if kind != _LIT:
+                msg, span = self._loose_message(form, m, text)
+                if msg is not None and span is not None:
+                    out.append(msg)
+                    spans.append(span)
+            return (end if kind == _OPEN else m.end()), target
+        # 6. Unreadable text: report it up to where a turn can start again.
+        resume = self._resync(text, pos, state)
+        stop = end if resume is None else resume[0]
+        diags.append(
+            Diagnostic.at(
+                text,
+                "unexpected-text",
+                f"{json_repr(_clip(text[pos:stop]))} is not {name}: {self._expected_at(state)} expected",
+                "check that the text is in this format (chatgrammar detect), and that no content holds a "
+                "delimiter of the format",
+                pos,
+                stop,
+                None,
+            )
+        )
+        if resume is None:
+            return end, state
+        return resume
+
+    def _resync(self, text: str, pos: int, state: int) -> tuple[int, int] | None:
+        """The next position after ``pos`` where some state reads a turn."""
+        if self._openings is None:
+            return None
+        order = [state] + [s for s in range(len(self.table)) if s != state]
+        for m in self._openings.finditer(text, pos + 1):
+            q = m.start()
+            for s in order:
+                step = self._step(s, text, q)
+                if step is not None and step[0] is not None:
+                    return q, s
+        return None
+
+    # -- tolerant forms ----------------------------------------------------------
+
+    def _tolerant_forms(self, state: int, kind: str) -> list[_Form]:
+        key = (state, kind)
+        forms = self._forms.get(key)
+        if forms is None:
+            forms = self._forms[key] = []
+            for i, (parts, action, folded) in enumerate(self.alts[state]):
+                for linear in _linear(parts):
+                    form = _FORMS[kind](linear, action, folded)
+                    if form is not None:
+                        form.alt = i
+                        forms.append(form)
+        return forms
+
+    def _truncated_turn(self, form: _Form, m: re.Match[str], text: str) -> tuple[Message | None, Span, str, str]:
+        """The turn a text cut short was writing: (message, span, the partial delimiter, what would close it).
+
+        Where the text ends, the longest tail that is the start of what can follow the
+        content (its closing delimiter, the next turn's opening), with whitespace the
+        template trims, is a partial delimiter; the rest must read as content.
+        """
+        kind, target, role, inverse, reader = form.action
+        assert form.content_group is not None and form.closing_group is not None
+        cg = form.content_group
+        cstart = m.start(cg) if m.start(cg) != -1 else m.start(form.closing_group)
+        tail = text[cstart:]
+        after, fullmatch, trims = self._content_info(form)
+        trimmed = len(tail) - len(tail.rstrip()) if trims else 0
+        longest = max((len(a) for a in after), default=0) + trimmed
+        chosen: tuple[str, str, str] | None = None
+        for k in range(max(0, len(tail) - longest), len(tail) + 1):
+            suffix, content = tail[k:], tail[:k]
+            closes = _closes(suffix, after, trims)
+            if closes is None or (content and fullmatch(content) is None):
+                continue
+            chosen = (content, suffix, closes)
+            break
+        if chosen is None:
+            return None, Span(0, 0, 0, 0), "", ""
+        content, partial, closes = chosen
+        if not content and m.end(form.own_group) == cstart:
+            # Nothing of the turn's own but a partial delimiter: that is not a turn yet.
+            return None, Span(0, 0, 0, 0), "", ""
+        if reader is not None:
+            decoded = reader(content)
+            content = decoded if decoded is not None else content
+        if role is None:
+            role = m[form.role_group] if form.role_group else None
+            if role is None:
+                return None, Span(0, 0, 0, 0), "", ""
+            if inverse is not None:
+                role = inverse[1](role)
+        span = Span(m.start(form.own_group), len(text), cstart, len(text) - len(partial))
+        return make_message(role, content, False), span, partial, closes
+
+    def _content_info(self, form: _Form) -> tuple[list[str], Callable[[str], object], bool]:
+        """What can follow a form's content, its fullmatch, and whether the template trims its end."""
+        info = self._content.get(id(form))
+        if info is None:
+            trims = any(
+                shape.content.pattern == form.content_pattern
+                and shape.content.transform in ("strip", "rstrip", "strip_nl", "rstrip_nl")
+                for shape in self.c.shapes.values()
+            )
+            info = (self.continuations(form), re.compile(form.content_pattern).fullmatch, trims)
+            self._content[id(form)] = info
+        return info
+
+    def continuations(self, form: _Form) -> list[str]:
+        """The literal texts that can follow a turn form's content: its closing delimiter, then
+        the opening of what can come next (or nothing, where the text may end)."""
+        if not form.closing_ends:
+            return [form.closing] if form.closing else []
+        target = form.action[1]
+        out: list[str] = []
+        if self.accepting[target]:
+            out.append(form.closing)
+        for parts, _action, _folded in self.alts[target]:
+            lead = ""
+            for p in parts:
+                if not _is_literal(p):
+                    break
+                lead += unescape(p)
+            out.append(form.closing + lead)
+        return [a for a in dict.fromkeys(out) if a]
+
+    def _loose_message(self, form: _Form, m: re.Match[str], text: str) -> tuple[Message | None, Span | None]:
+        kind, target, role, inverse, reader = form.action
+        if kind == _LIT:
+            return None, None
+        content = (m[form.content_group] or "") if form.content_group else ""
+        if form.content_group and m.start(form.content_group) != -1:
+            cspan = m.span(form.content_group)
+        else:
+            cspan = (m.end(), m.end())
+        if reader is not None:
+            decoded = reader(content)
+            content = decoded if decoded is not None else content
+        if role is None:
+            role = m[form.role_group] if form.role_group else ASSISTANT
+            if inverse is not None:
+                role = inverse[1](role)
+        end = len(text) if kind == _OPEN else m.end()
+        return make_message(role, content, kind == _MSG), Span(m.start(form.own_group), end, *cspan)
+
+    # -- words -------------------------------------------------------------------
+
+    def _expected_at(self, state: int) -> str:
+        """What may come at ``state``, in words."""
+        shown: list[str] = []
+        for parts, action, folded in self.alts[state]:
+            kind = action[0]
+            if kind == _LIT:
+                shown.append(json_repr(unescape(parts[0])) if isinstance(parts[0], str) else "a date")
+            elif kind == _MSG and folded == 0:
+                role = action[2]
+                shown.append(f"a {role!r} turn" if role else "a turn")
+            elif kind == _GEN and folded == 0:
+                shown.append("the generation prompt")
+        if self.accepting[state]:
+            shown.append("the end of the text")
+        shown = list(dict.fromkeys(shown))
+        if not shown:
+            return "nothing"
+        return " or ".join(shown[:6]) + (" or ..." if len(shown) > 6 else "")
+
+    def _order_hint(self) -> str:
+        reason = self.c.spec.header.get("order-error")
+        base = f"{self.c.name} does not take this role order"
+        return f"{base} ({reason})" if reason else f"{base}: see chatgrammar.get_format({self.c.name!r}).policy"
+
+
+def json_repr(s: str) -> str:
+    import json
+
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _closes(suffix: str, after: list[str], trims: bool) -> str | None:
+    """What would complete ``suffix`` into a text that can follow the content; None if nothing.
+
+    ``""`` closes nothing (the text ends in the content); whitespace the template trims
+    from the content's end may come first.
+    """
+    if not suffix:
+        return ""
+    for core in (suffix, suffix.lstrip()) if trims else (suffix,):
+        if not core:
+            return ""
+        for a in sorted(after, key=len):
+            if a.startswith(core) and a != core:
+                return a[len(core) :]
+    return None
+
+
+def _clip(s: str, n: int = 40) -> str:
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def _linear(parts: list[RegexPart]) -> list[list[RegexPart]]:
+    """The alternative's parts with each optional group either written or left out."""
+    out: list[list[RegexPart]] = [[]]
+    k = 0
+    while k < len(parts):
+        part = parts[k]
+        if part == "(?:":
+            depth, j = 1, k + 1
+            while depth:
+                depth += parts[j] == "(?:"
+                depth -= parts[j] == ")?"
+                j += 1
+            inner = _linear(parts[k + 1 : j - 1])
+            out = [o + i for o in out for i in inner] + out
+            k = j
+            continue
+        out = [o + [part] for o in out]
+        k += 1
+    return out
+
+
+def _slot(part: SlotPart, group: int) -> str:
+    return _atomic(part, group)
+
+
+def _prefixes(text: str, proper: bool = True, empty: bool = True) -> str:
+    """An alternation of the prefixes of ``text``, longest first."""
+    top = len(text) - 1 if proper else len(text)
+    items = [re_escape(text[:k]) for k in range(top, 0 if not empty else -1, -1)]
+    return "(?:" + "|".join(items) + ")"
+
+
+class _Builder:
+    """Writes one tolerant form: regex text and its groups."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.group = 0
+
+    def new_group(self) -> int:
+        self.group += 1
+        return self.group
+
+
+def _turn_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> _Form | None:
+    if action[0] != _MSG:
+        return None
+    k = next((i for i, p in enumerate(parts) if isinstance(p, SlotPart) and p.field == "content"), None)
+    if k is None:
+        return None
+    closing = ""
+    closing_ends = True  # the closing delimiter is the rest of the alternative
+    for p in parts[k + 1 :]:
+        if not _is_literal(p):
+            closing_ends = p.startswith("(?=") if isinstance(p, str) else False
+            break
+        closing += unescape(p)  # type: ignore[arg-type]
+    b = _Builder()
+    role_group = own = None
+    for i, p in enumerate(parts[:k]):
+        if i == folded:
+            own = b.new_group()
+            b.out.append("()")
+        if isinstance(p, SlotPart):
+            g = b.new_group()
+            if p.field == "role":
+                role_group = g
+            b.out.append(_slot(p, g))
+        else:
+            b.out.append(p)
+    if own is None:
+        own = b.new_group()
+        b.out.append("()")
+    cg = b.new_group()
+    b.out.append(f"(?:{_slot(parts[k], cg)})?")  # type: ignore[arg-type]
+    clg = b.new_group()
+    b.out.append(r"([\s\S]*)\Z")
+    return _Form(
+        re.compile("".join(b.out)).match,
+        "turn",
+        action,
+        role_group=role_group,
+        content_group=cg,
+        own_group=own,
+        closing=closing,
+        closing_ends=closing_ends,
+        closing_group=clg,
+        content_pattern=parts[k].pattern,  # type: ignore[union-attr]
+        bare=not any(_is_literal(p) or isinstance(p, SlotPart) for p in parts[folded:k]),
+    )
+
+
+def _opening_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> _Form | None:
+    """Any proper prefix of the text before the content (all of it for literals): a partial delimiter."""
+    k = next((i for i, p in enumerate(parts) if isinstance(p, SlotPart) and p.field == "content"), len(parts))
+    head = [p for p in parts[:k] if _is_literal(p) or isinstance(p, SlotPart)]
+    if not head:
+        return None
+    alts: list[str] = []
+    b = _Builder()
+    expected = "".join(unescape(p) if isinstance(p, str) else "…" for p in head)
+    for i, p in enumerate(head):
+        prefix = "".join(q if isinstance(q, str) else f"(?:{q.pattern})" for q in head[:i])
+        if isinstance(p, SlotPart) and p.field == "var":  # part of a date
+            alts.append(f"{prefix}{_PARTIAL_DATE}")
+        elif isinstance(p, SlotPart):
+            alts.append(f"{prefix}(?:{p.pattern})?")
+        elif len(unescape(p)) > 1 or i > 0:
+            alts.append(prefix + _prefixes(unescape(p), empty=i > 0))
+    if not alts:
+        return None
+    b.out.append("(?:" + "|".join(alts) + r")\Z")
+    return _Form(re.compile("".join(b.out)).match, "opening", action, expected=expected)
+
+
+_WS = re.compile(r"\s+")
+_PARTIAL_DATE = r"[0-9A-Za-z ,.\-/]*"  # what the start of a date written by strftime holds
+
+
+def _loose_literal(text: str) -> str:
+    pieces = _WS.split(text)
+    body = r"\s*".join(re_escape(p) for p in pieces)
+    return body + r"[ \t]*"
+
+
+def _loose_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> _Form | None:
+    if action[0] not in (_MSG, _LIT, _OPEN):
+        return None
+    b = _Builder()
+    literals: list[tuple[int, str]] = []
+    role_group = content_group = None
+    own = None
+    loosened = False
+    for i, p in enumerate(parts):
+        if i == folded:
+            own = b.new_group()
+            b.out.append("()")
+        if isinstance(p, SlotPart):
+            g = b.new_group()
+            if p.field == "role":
+                role_group = g
+            elif p.field == "content":
+                content_group = g
+            b.out.append(_slot(p, g))
+        elif _is_literal(p):
+            text = unescape(p)
+            g = b.new_group()
+            literals.append((g, text))
+            b.out.append(f"({_loose_literal(text)})")
+            loosened = True
+        else:
+            b.out.append(p)
+    if not loosened:
+        return None
+    if own is None:
+        own = b.new_group()
+        b.out.append("()")
+    return _Form(
+        re.compile("".join(b.out)).match,
+        "loose",
+        action,
+        role_group=role_group,
+        content_group=content_group,
+        own_group=own,
+        literals=tuple(literals),
+    )
+
+
+_FORMS = {"turn": _turn_form, "opening": _opening_form, "loose": _loose_form}

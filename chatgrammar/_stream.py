@@ -1,0 +1,257 @@
+"""StreamParser: read a text that arrives in chunks, every turn, as events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import ParseError
+from ._format import Format, _Variant
+from ._message import Message
+from ._reader import json_repr, unescape
+from ._registry import get_format
+from ._results import ContentDelta, Event, MessageEnd, MessageStart
+
+__all__ = ["StreamParser"]
+
+
+class StreamParser:
+    r"""Read a text of format ``fmt`` chunk by chunk, emitting events for every turn.
+
+    ``feed(chunk)`` returns the events the text so far decides: ``MessageStart(index,
+    role)`` when a turn's opening is read, ``ContentDelta(index, text)`` as its content
+    arrives, ``MessageEnd(index, complete)`` when it ends. Text that could still be the
+    start of a delimiter (``<|im_e``) is held back until the next chunk decides it, so a
+    delta never holds part of a delimiter. ``close()`` ends the text and returns the last
+    events; joined, the events give exactly ``parse(text)``. A text that is not a
+    document of the format raises ParseError (positioned in the whole text) from
+    ``feed`` or ``close``. What is kept between chunks is the turn being read, not the
+    text before it.
+
+    >>> p = StreamParser("chatml")
+    >>> p.feed("<|im_start|>user\nHi<|im_e")
+    [MessageStart(index=0, role='user'), ContentDelta(index=0, text='Hi')]
+    >>> p.feed("nd|>\n<|im_start|>assistant\nHello")
+    [MessageEnd(index=0, complete=True), MessageStart(index=1, role='assistant'), ContentDelta(index=1, text='Hello')]
+    >>> p.feed(", how can I help?") + p.close()
+    [ContentDelta(index=1, text=', how can I help?'), MessageEnd(index=1, complete=False)]
+    """
+
+    def __init__(self, fmt: str | Format, **options: Any) -> None:
+        self.format = get_format(fmt)
+        self._variant: _Variant = self.format._variant(options or None)
+        self._reader = self._variant.reader
+        c = self._variant.compiled
+        self._buf = ""
+        self._base = 0  # offset of _buf in the whole text
+        self._lines = 1  # line of _base, for errors
+        self._line_start = 0  # offset of that line's start
+        self._state = 0
+        self._index = 0  # the next message's index
+        self._roles: list[str] = []
+        # The turn being read: [index, role, content start in _buf, length emitted, whether the
+        # template trims its end, where its content ends so far, whether that is the end of _buf].
+        self._cur: list[Any] | None = None
+        self._closed = False
+        self._dropped = self._variant.planner.has_dropped
+        literals: list[str] = list(c.tokens) + list(c.markers)
+        for alts in self._reader.alts:
+            for parts, _action, _folded in alts:
+                for p in parts:
+                    if isinstance(p, str) and p not in ("(?:", ")?", r"\Z") and not p.startswith("(?="):
+                        literals.append(unescape(p))
+        looks = any(
+            isinstance(p, str) and p.startswith("(?=") for alts in self._reader.alts for a in alts for p in a[0]
+        )
+        for r in c.rules.values():
+            literals += r.anywhere + r.at_end + (r.after if looks else [])
+        for state in range(len(self._reader.alts)):
+            for form in self._reader._tolerant_forms(state, "turn"):
+                literals += self._reader.continuations(form)
+        literals = [x for x in literals if x]
+        # Text this close to the end of what has arrived may still change how it reads: the
+        # longest literal, refused string or lookahead.
+        self._hold = max((len(x) for x in literals), default=1) + 1
+        self._literals = sorted(set(literals))
+        # A chunk without any of these characters cannot end a content or begin a delimiter.
+        self._triggers = frozenset(x[0] for x in literals) | frozenset(" \t\n\r\x0b\x0c")
+
+    # -- public ------------------------------------------------------------------
+
+    def feed(self, chunk: str) -> list[Event]:
+        """Read one more chunk; the events it decides."""
+        if self._closed:
+            raise ValueError("feed() after close()")
+        if not isinstance(chunk, str):
+            raise TypeError(f"feed() takes a str, not {type(chunk).__name__}")
+        if not chunk:
+            return []
+        self._buf += chunk
+        cur = self._cur
+        if cur is not None and cur[6] and self._triggers.isdisjoint(chunk):
+            # Plain text after a content that ran to the end: it extends the content.
+            cur[5] = len(self._buf)
+            return self._more_content(cur)
+        return self._advance(final=False)
+
+    def close(self) -> list[Event]:
+        """End the text: the remaining events. Raises ParseError if the text is not complete."""
+        if self._closed:
+            return []
+        self._closed = True
+        events = self._advance(final=True)
+        if self._buf:
+            raise self._error("text that does not read as " + self.format.name)
+        if not self._reader.accepting[self._state]:
+            raise self._error(
+                f"the text ends where {self.format.name} expects {self._reader._expected_at(self._state)}"
+            )
+        return events
+
+    def __enter__(self) -> StreamParser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _more_content(self, cur: list[Any]) -> list[Event]:
+        index, _role, cs, emitted, trims, limit, _open = cur
+        end = self._safe_end(cs + emitted, limit)
+        if trims:
+            end = min(end, cs + len(self._buf[cs:end].rstrip()))
+        if end <= cs + emitted:
+            return []
+        cur[3] = end - cs
+        return [ContentDelta(index, self._buf[cs + emitted : end])]
+
+    def _safe_end(self, start: int, limit: int) -> int:
+        """Where content read up to ``limit`` cannot change any more: before the first place,
+        near the end of what has arrived, where a literal of the format may be starting."""
+        buf = self._buf
+        for p in range(max(start, len(buf) - self._hold), limit):
+            tail = buf[p:]
+            if any(x.startswith(tail) and len(x) > len(tail) for x in self._literals):
+                return p
+        return limit
+
+    def _advance(self, final: bool) -> list[Event]:
+        events: list[Event] = []
+        reader = self._reader
+        while self._buf:
+            step = reader._step(self._state, self._buf, 0)
+            if step is None:
+                break
+            msg, _span, new_pos, new_state = step
+            decided = final or (
+                new_pos + self._hold <= len(self._buf)
+                and (msg is None or msg.complete)
+                # an alternative tried before this one may still match once more text arrives
+                and not any(reader.alive(self._state, self._buf, k) for k in range(reader.last_alt))
+            )
+            if not decided:
+                break
+            if msg is not None:
+                self._message(msg, events)
+            self._consume(new_pos)
+            self._state = new_state
+        if not final and self._buf:
+            self._in_progress(events)
+        elif not final:
+            pass
+        elif self._buf and self._cur is not None:  # pragma: no cover - a turn begun, then not read
+            raise self._error("a turn that does not read as " + self.format.name)
+        return events
+
+    def _message(self, msg: Message, events: list[Event]) -> None:
+        cur = self._cur
+        if cur is None:
+            index = self._start(msg.role, events)
+            emitted = 0
+        else:
+            index, role, _cs, emitted = cur[:4]
+            if role != msg.role or not msg.content.startswith(self._emitted_text(cur)):
+                raise self._error(f"the turn read differently once complete ({role!r} then {msg.role!r})")
+        if len(msg.content) > emitted:
+            events.append(ContentDelta(index, msg.content[emitted:]))
+        events.append(MessageEnd(index, msg.complete))
+        self._cur = None
+
+    def _emitted_text(self, cur: list[Any]) -> str:
+        return self._buf[cur[2] : cur[2] + cur[3]]
+
+    def _start(self, role: str, events: list[Event]) -> int:
+        if self._dropped:
+            roles = (*self._roles, role)
+            back = self._variant.planner.dropped_back(roles, False, False)
+            for position, dropped_role in back:
+                if position == len(self._roles):  # a message the template writes nothing for, here
+                    self._emit_dropped(dropped_role, events)
+        index = self._index
+        self._index += 1
+        self._roles.append(role)
+        events.append(MessageStart(index, role))
+        return index
+
+    def _emit_dropped(self, role: str, events: list[Event]) -> None:
+        index = self._index
+        self._index += 1
+        self._roles.append(role)
+        events += [MessageStart(index, role), MessageEnd(index, True)]
+
+    def _in_progress(self, events: list[Event]) -> None:
+        """A turn begun and not ended: its start, and the content that cannot change any more."""
+        reader = self._reader
+        found: list[tuple[str, int, int, bool]] = []
+        for form in reader._tolerant_forms(self._state, "turn"):
+            if form.bare or form.action[4] is not None:  # bare content; encoded content (one delta at the end)
+                continue
+            m = form.match(self._buf, 0)
+            if m is None:
+                continue
+            msg, span, _partial, _closes = reader._truncated_turn(form, m, self._buf)
+            if msg is None:
+                continue
+            _after, _fullmatch, trims = reader._content_info(form)
+            found.append((msg.role, span.content_start, span.content_end, trims))
+        if (
+            not found
+            or len({(r, cs, ce) for r, cs, ce, _ in found}) > 1
+            or found[0][2] == found[0][1]  # no content yet: the text may be another turn's opening
+            or any(form.match(self._buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
+        ):
+            if self._cur is not None:
+                self._cur[6] = False  # where its content ends is not known: no more plain extension
+            return  # not begun yet, or not yet decided which turn it is
+        role, cs, ce, trims = found[0]
+        cur = self._cur
+        if cur is None:
+            index = self._start(role, events)
+            cur = self._cur = [index, role, cs, 0, trims, ce, False]
+        elif (cur[1], cur[2]) != (role, cs):
+            cur[6] = False
+            return
+        cur[5], cur[6] = ce, ce == len(self._buf)
+        events += self._more_content(cur)
+
+    def _consume(self, n: int) -> None:
+        taken = self._buf[:n]
+        newlines = taken.count("\n")
+        if newlines:
+            self._lines += newlines
+            self._line_start = self._base + taken.rfind("\n") + 1
+        self._base += n
+        self._buf = self._buf[n:]
+        if self._cur is not None:
+            self._cur[2] -= n
+
+    def _error(self, reason: str) -> ParseError:
+        """A ParseError at the start of the undecided text, positioned in the whole text."""
+        buf = self._buf
+        reason = f"{reason}: {json_repr(buf[:40])}" if buf else reason
+        e = ParseError(reason, text=buf, pos=0, format=self.format.name)
+        e.pos = self._base
+        e.line, e.column = self._lines, self._base - self._line_start + 1
+        e.args = (f"{reason} (line {e.line}, column {e.column})\n{e.snippet}",)
+        return e
