@@ -456,7 +456,7 @@ class Format:
         joiner = 0
         if self._gather is not None and self._gather[1] is not None:
             joiner = len(variant.compiled.spec.terminals[self._gather[1]])
-        return text, _spans_of(r, read.messages, read.spans, variant.compiled, joiner)
+        return text, _spans_of(r, read.messages, read.spans, variant.compiled, len(msgs), joiner)
 
     def normalize(
         self,
@@ -742,9 +742,14 @@ class Format:
         if strict:
             variants[0].lark.parse(text)  # raises the positioned error
             raise AssertionError("the scanner and the Lark parser disagree")  # pragma: no cover
-        r = variants[0].reader.read(text, tolerant=True)
+        # The reading of the variant (the option values) that finds the fewest problems.
+        readings = [(v, v.reader.read(text, tolerant=True)) for v in variants]
+        variant, r = min(
+            readings,
+            key=lambda vr: (sum(d.code != "truncated" for d in vr[1].diagnostics), len(vr[1].diagnostics)),
+        )
         # Messages a template writes nothing for are put back only into a whole reading.
-        msgs, sp = _with_dropped_spans(variants[0], r.messages, r.spans) if r.ok else (r.messages, r.spans)
+        msgs, sp = _with_dropped_spans(variant, r.messages, r.spans) if r.ok else (r.messages, r.spans)
         return Parsed(msgs, sp if spans else None, r.diagnostics)
 
     def parse_completion(
@@ -779,8 +784,10 @@ class Format:
             msgs = list(prompt)
             _, _, open_last = read_messages(msgs)
             prompt_text = self.render(msgs, add_generation_prompt=not open_last, **options)
-        before = self.parse(prompt_text, **options)
-        n0 = len(before) - (1 if before and not before[-1].complete else 0)
+        before = self.parse(prompt_text, spans=True, **options)
+        # The completion's turns: those that reach past the prompt, and the prompt's open turn
+        # (the generation prompt), which the completion continues.
+        opened = before.spans[-1].start if before and before.spans and not before[-1].complete else None
         cut, stop = len(completion), None
         for s in self.stop:
             k = completion.find(s)
@@ -788,16 +795,25 @@ class Format:
                 cut, stop = k, s
         body = completion[:cut]
         rest = completion[cut + len(stop) :] if stop is not None else ""
-        read = self.parse(prompt_text + body, strict=False, **options)
+        read = self.parse(prompt_text + body, strict=False, spans=True, **options)
         shift = len(prompt_text)
+        firsts = [
+            k
+            for k, sp in enumerate(read.spans or [])
+            if sp.end > shift or (opened is not None and sp.start >= opened and sp.end > sp.start)
+        ]
+        n0 = firsts[0] if firsts else len(read)
         messages = list(read[n0:])
         diagnostics: list[Diagnostic] = []
         for d in read.diagnostics:
             if stop is not None and d.code == "truncated" and d.end >= shift + len(body):
                 continue  # the stop string ended the turn: what would have closed it is not missing
             pos, end = max(d.pos - shift, 0), max(d.end - shift, 0)
-            diagnostics.append(Diagnostic.at(completion, d.code, d.message, d.hint, pos, end, d.index))
-        if stop is not None and messages and not messages[-1].complete:
+            index = d.index - n0 if d.index is not None and d.index >= n0 else None  # among the completion's
+            diagnostics.append(Diagnostic.at(completion, d.code, d.message, d.hint, pos, end, index))
+        if not messages:  # the turn the prompt opened, with nothing in it
+            messages = [make_message(ASSISTANT, "", False)]
+        if stop is not None and not messages[-1].complete:
             last = messages[-1]
             messages[-1] = make_message(last.role, last.content, True)
         return Completion(messages, stop, rest, diagnostics)
@@ -918,7 +934,7 @@ class _Rendering:
 
 
 def _spans_of(
-    r: _Rendering, parsed: list[Message], spans: list[Span], c: Compiled, joiner: int = 0
+    r: _Rendering, parsed: list[Message], spans: list[Span], c: Compiled, given_count: int, joiner: int = 0
 ) -> list[Span | None]:
     """The span of each message of a rendering, from the reading of its text (in text order).
 
@@ -948,7 +964,7 @@ def _spans_of(
         k += 1
     if r.origin is None:
         return found
-    given: list[Span | None] = [None] * (1 + max(_origin_indices(r.origin), default=-1))
+    given: list[Span | None] = [None] * given_count
     for idx, o in enumerate(r.origin):
         at = found[idx] if idx < len(found) else None
         if isinstance(o, int):
@@ -965,13 +981,6 @@ def _spans_of(
             end = min(max(sp.content_start + stop - lead, start), sp.content_end)
             given[ci] = Span(sp.start, sp.end, start, end)
     return given
-
-
-def _origin_indices(origin: list[Any]) -> list[int]:
-    out: list[int] = []
-    for o in origin:
-        out += [o] if isinstance(o, int) else [i for i, _ in o]
-    return out
 
 
 def _pointed_back(e: RenderError, origin: list[Any]) -> RenderError:

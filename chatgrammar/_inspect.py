@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._errors import RenderError, UnsafeContentError, UnsupportedConversationError
+from ._errors import ParseError, RenderError, UnsafeContentError, UnsupportedConversationError
 from ._format import Format
 from ._message import MessageLike, read_messages
 from ._registry import formats, get_format
@@ -13,10 +13,37 @@ from ._results import Diagnostic
 
 __all__ = ["SAME_LANGUAGE", "detect", "validate"]
 
-# Formats that write exactly the same texts (and read them the same way): no text tells
-# them apart, so ``detect`` ranks them equal. The tests check every built-in format's
-# renders are detected first, up to these groups.
-SAME_LANGUAGE: tuple[frozenset[str], ...] = ()
+# Formats that write the very same text for many conversations (a user turn, a system
+# message, the generation prompt): no detector can tell them apart on such a text, and
+# ``detect`` ranks them equal. The tests check that every built-in format's renders are
+# detected first, up to its group here, and that each group's members do share texts.
+SAME_LANGUAGE: tuple[frozenset[str], ...] = (
+    # ChatML: the Hermes 2, Qwen, SmolLM2 and Yi templates write plain ChatML for most conversations.
+    frozenset({"chatml", "hermes-2", "qwen2", "qwen2.5", "qwen3", "smollm2", "yi"}),
+    # DeepSeek: <｜User｜>/<｜Assistant｜> (or User:/Assistant:) turns after the BOS, system text first.
+    frozenset(
+        {"deepseek-coder", "deepseek-r1-distill", "deepseek-v2", "deepseek-v2.5", "deepseek-v3", "deepseek-v3.1"}
+    ),
+    # <|user|> tags: the Zephyr, Tulu, Falcon 3 and Phi families, MistralLite, Pygmalion.
+    frozenset({"zephyr", "tulu3", "falcon3", "phi-3-mini", "phi-3.5", "phi-4-mini", "mistrallite", "pygmalion"}),
+    frozenset({"gemma", "gemma3"}),
+    frozenset({"granite3.1", "granite3.2", "granite3.3"}),
+    # [INST] ... [/INST]: Llama 2 and the Mistral family.
+    frozenset(
+        {
+            "llama2",
+            "mistral",
+            "mistral-v0.2",
+            "mistral-large-2411",
+            "mixtral-8x22b",
+            "mistral-nemo",
+            "mistral-small-24b",
+            "mistral-small-3.2",
+        }
+    ),
+    frozenset({"llama3.1", "llama3.2"}),
+    frozenset({"vicuna", "orca-vicuna"}),
+)
 
 # A text cut short, or without the BOS a tokenizer adds itself, is still the format's (at half the score each).
 _MILD = ("truncated", "missing-bos")
@@ -48,9 +75,12 @@ def detect(text: str, candidates: Sequence[str | Format] | None = None) -> list[
             continue
         spans = parsed.spans or []
         default = fmt.policy.default_system if "{date}" not in (fmt.policy.default_system or "{date}") else None
-        # Content is what the format leaves unexplained; its own default system text is not.
+        # Content is what the format leaves unexplained (its own default system text is not),
+        # and so is a role written into a ROLE slot: it is data, not the format's delimiter.
+        fixed = {shape.role for shape in fmt._c.shapes.values() if shape.role is not None}
+        generic = len(fixed) < len(fmt._c.shapes)
         content = sum(
-            s.content_end - s.content_start
+            s.content_end - s.content_start + (len(m.role) if generic and m.role not in fixed else 0)
             for m, s in zip(parsed, spans, strict=True)
             if not (m.role == "system" and default is not None and m.content == default)
         )
@@ -85,7 +115,10 @@ def validate(text_or_messages: str | Iterable[MessageLike], fmt: str | Format, *
 
 
 def _validate_text(text: str, f: Format, options: dict[str, Any]) -> list[Diagnostic]:
-    parsed = f.parse(text, strict=False, spans=True, **options)
+    try:  # a text that reads strictly has no structural problem (an open last turn is a prompt)
+        parsed = f.parse(text, spans=True, **options)
+    except ParseError:
+        parsed = f.parse(text, strict=False, spans=True, **options)
     out = list(parsed.diagnostics)
     roles = f.roles
     if roles is not None and parsed.spans is not None:

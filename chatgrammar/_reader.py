@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
@@ -57,7 +57,7 @@ class _Form:
     content_group: int | None = None
     own_group: int = 0
     closing: str = ""  # turn: the literal text after the content
-    closing_ends: bool = True  # turn: nothing but that text (or a lookahead) follows the content
+    after_parts: list[RegexPart] = field(default_factory=list)  # turn: the parts after the content
     closing_group: int | None = None  # turn: what the content did not read, up to the end
     literals: tuple[tuple[int, str], ...] = ()  # loose: (group, expected text) of each literal
     expected: str = ""  # opening: the whole text the partial one begins
@@ -87,6 +87,7 @@ class Reader:
         self.last_alt = 0  # the alternative the last _step read (the stream parser asks)
         self._no_bos_retry = False
         self._content: dict[int, tuple[list[str], Callable[[str], object], bool]] = {}
+        self._lead_cache: dict[tuple[int, int], list[str]] = {}
         self.bos = compiled.spec.terminals[compiled.spec.header["bos"]] if compiled.spec.header.get("bos") else None
         openings = set()
         for alts in self.alts:
@@ -153,6 +154,8 @@ class Reader:
         # empty open turn (the generation prompt may be the start of a turn cut short).
         boundary = (0, 0, 0)
         before_open: tuple[int, int, int] | None = None
+        before_last = (0, 0, 0)
+        ended_open = False
         while pos < end:
             step = self._step(state, text, pos)
             if step is not None and tolerant and step[0] is not None and not step[0].complete and step[0].content:
@@ -165,17 +168,20 @@ class Reader:
                 msg, span, new_pos, new_state = step
                 if msg is not None:
                     before_open = (pos, state, len(out)) if not msg.complete and not msg.content else None
+                    before_last = (pos, state, len(out))
                     out.append(msg)
                     spans.append(span)  # type: ignore[arg-type]
                     boundary = (new_pos, new_state, len(out))
                 pos, state = new_pos, new_state
-                if msg is not None and not msg.complete and msg.content == "" and span.end == end:  # type: ignore[union-attr]
+                if msg is not None and not msg.complete and span is not None and span.end == end:
+                    ended_open = True  # an open turn ends the document, wherever it stands
                     break
                 continue
             ok = False
             if not tolerant:
                 break
-            restarts = [(pos, state, len(out)), boundary] + ([before_open] if before_open else [])
+            # ... and the start of the last message: a longer turn may begin as it does
+            restarts = [(pos, state, len(out)), boundary] + ([before_open] if before_open else []) + [before_last]
             if self._cut_short(text, restarts, out, spans, diags):
                 pos = end
                 break
@@ -191,11 +197,17 @@ class Reader:
                     return self._shifted(with_bos, text, len(self.bos))
                 return as_is
             pos, state = self._misplaced(text, pos, state, out, spans, diags)
-        if ok and not (self.accepting[state]) and pos >= end:
+        if ok and not ended_open and not self.accepting[state] and pos >= end:
             ok = False
-            if tolerant and boundary[0] < end and self._cut_short(text, [boundary], out, spans, diags):
+            if tolerant and self._cut_short(text, [boundary, before_last], out, spans, diags):
                 return _Read(out, spans, diags, state, ok)
-        if tolerant and pos >= end and not self.accepting[state] and not any(d.pos >= end for d in diags):
+        if (
+            tolerant
+            and not ended_open
+            and pos >= end
+            and not self.accepting[state]
+            and not any(d.pos >= end for d in diags)
+        ):
             if not diags or diags[-1].code != "truncated":
                 wanted = self._expected_at(state)
                 diags.append(
@@ -274,7 +286,7 @@ class Reader:
             if m is None:
                 continue
             if form.kind == "turn":
-                msg, span, partial, rest = self._truncated_turn(form, m, text)
+                msg, span, partial, rest = self._truncated_turn(form, m, text, lenient=form.bare and any_partial)
                 if msg is None or not (partial or any_partial):
                     continue
                 out.append(msg)
@@ -296,7 +308,7 @@ class Reader:
                     Diagnostic.at(
                         text,
                         "truncated",
-                        f"the text ends inside {json_repr(form.expected)}",
+                        f"the text ends inside {json_repr(_clip(form.expected, 60))}",
                         "the text was cut short inside a delimiter of the format",
                         pos,
                         end,
@@ -310,7 +322,7 @@ class Reader:
         for form in self._tolerant_forms(state, "turn"):
             if form.alt == alt:
                 m = form.match(text, 0)
-                if m is not None and self._truncated_turn(form, m, text)[0] is not None:
+                if m is not None and self._truncated_turn(form, m, text, lenient=True)[0] is not None:
                     return True
         for form in self._tolerant_forms(state, "opening"):
             if form.alt == alt and form.match(text, 0) is not None:
@@ -326,7 +338,7 @@ class Reader:
                     Diagnostic.at(
                         text,
                         "truncated",
-                        f"the text ends inside {json_repr(form.expected)}",
+                        f"the text ends inside {json_repr(_clip(form.expected, 60))}",
                         "the text was cut short inside a delimiter of the format",
                         pos,
                         len(text),
@@ -498,7 +510,9 @@ class Reader:
                         forms.append(form)
         return forms
 
-    def _truncated_turn(self, form: _Form, m: re.Match[str], text: str) -> tuple[Message | None, Span, str, str]:
+    def _truncated_turn(
+        self, form: _Form, m: re.Match[str], text: str, lenient: bool = False
+    ) -> tuple[Message | None, Span, str, str]:
         """The turn a text cut short was writing: (message, span, the partial delimiter, what would close it).
 
         Where the text ends, the longest tail that is the start of what can follow the
@@ -524,7 +538,7 @@ class Reader:
         if chosen is None:
             return None, Span(0, 0, 0, 0), "", ""
         content, partial, closes = chosen
-        if not content and m.end(form.own_group) == cstart:
+        if not content and m.end(form.own_group) == cstart and not lenient:
             # Nothing of the turn's own but a partial delimiter: that is not a turn yet.
             return None, Span(0, 0, 0, 0), "", ""
         if reader is not None:
@@ -553,22 +567,23 @@ class Reader:
         return info
 
     def continuations(self, form: _Form) -> list[str]:
-        """The literal texts that can follow a turn form's content: its closing delimiter, then
-        the opening of what can come next (or nothing, where the text may end)."""
-        if not form.closing_ends:
-            return [form.closing] if form.closing else []
-        target = form.action[1]
-        out: list[str] = []
-        if self.accepting[target]:
-            out.append(form.closing)
-        for parts, _action, _folded in self.alts[target]:
-            lead = ""
-            for p in parts:
-                if not _is_literal(p):
-                    break
-                lead += unescape(p)
-            out.append(form.closing + lead)
-        return [a for a in dict.fromkeys(out) if a]
+        """The literal texts that can follow a turn form's content: the rest of its turn (an
+        optional slot there may be empty), then the opening of what can come next, two turns
+        deep (or nothing, where the text may end)."""
+        return [a for a in dict.fromkeys(_walk(form.after_parts, "", self._leads(form.action[1], 2))) if a]
+
+    def _leads(self, state: int, depth: int) -> list[str]:
+        """The literal texts the alternatives of ``state`` begin with (through turns written
+        with nothing but literals and empty slots, ``depth`` turns deep)."""
+        key = (state, depth)
+        found = self._lead_cache.get(key)
+        if found is None:
+            found = [""] if self.accepting[state] else []
+            for parts, action, _folded in self.alts[state]:
+                then = self._leads(action[1], depth - 1) if depth > 0 else [""]
+                found += _walk(parts, "", then)
+            found = self._lead_cache[key] = list(dict.fromkeys(found))
+        return found
 
     def _loose_message(self, form: _Form, m: re.Match[str], text: str) -> tuple[Message | None, Span | None]:
         kind, target, role, inverse, reader = form.action
@@ -625,18 +640,29 @@ def json_repr(s: str) -> str:
 def _closes(suffix: str, after: list[str], trims: bool) -> str | None:
     """What would complete ``suffix`` into a text that can follow the content; None if nothing.
 
-    ``""`` closes nothing (the text ends in the content); whitespace the template trims
-    from the content's end may come first.
+    ``""``: nothing is missing (the text ends in the content, or in whitespace that the
+    template trims from it, which the content may yet continue).
     """
-    if not suffix:
-        return ""
-    for core in (suffix, suffix.lstrip()) if trims else (suffix,):
-        if not core:
-            return ""
-        for a in sorted(after, key=len):
-            if a.startswith(core) and a != core:
-                return a[len(core) :]
+    if not suffix or (trims and not suffix.strip()):
+        return ""  # the text ends in the content, or in whitespace the template trims from it
+    for a in sorted(after, key=len):
+        if a.startswith(suffix):
+            return a[len(suffix) :]
     return None
+
+
+def _walk(parts: list[RegexPart], prefix: str, then: list[str]) -> list[str]:
+    """The literal texts ``parts`` can write, up to a slot that is not empty; then each of ``then``."""
+    for i, p in enumerate(parts):
+        if _is_literal(p):
+            prefix += unescape(p)  # type: ignore[arg-type]
+        elif isinstance(p, SlotPart) and p.optional:
+            return [prefix, *_walk(parts[i + 1 :], prefix, then)]
+        elif isinstance(p, SlotPart) or p in ("(?:", ")?"):
+            return [prefix]
+        else:  # a lookahead of what follows the turn: the next opening
+            break
+    return [prefix + t for t in then]
 
 
 def _clip(s: str, n: int = 40) -> str:
@@ -694,10 +720,8 @@ def _turn_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> 
     if k is None:
         return None
     closing = ""
-    closing_ends = True  # the closing delimiter is the rest of the alternative
     for p in parts[k + 1 :]:
         if not _is_literal(p):
-            closing_ends = p.startswith("(?=") if isinstance(p, str) else False
             break
         closing += unescape(p)  # type: ignore[arg-type]
     b = _Builder()
@@ -728,7 +752,7 @@ def _turn_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> 
         content_group=cg,
         own_group=own,
         closing=closing,
-        closing_ends=closing_ends,
+        after_parts=list(parts[k + 1 :]),
         closing_group=clg,
         content_pattern=parts[k].pattern,  # type: ignore[union-attr]
         bare=not any(_is_literal(p) or isinstance(p, SlotPart) for p in parts[folded:k]),

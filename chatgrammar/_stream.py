@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ._errors import ParseError
@@ -40,40 +41,25 @@ class StreamParser:
         self.format = get_format(fmt)
         self._variant: _Variant = self.format._variant(options or None)
         self._reader = self._variant.reader
-        c = self._variant.compiled
         self._buf = ""
         self._base = 0  # offset of _buf in the whole text
         self._lines = 1  # line of _base, for errors
         self._line_start = 0  # offset of that line's start
         self._state = 0
         self._index = 0  # the next message's index
-        self._roles: list[str] = []
+        self._written: list[str] = []  # the roles of the messages the text writes
+        self._put_back: set[tuple[int, str]] = set()  # dropped messages put back, as (position, role)
+        self._last_complete: bool | None = None
+        self._last_empty = False
+        self._ended_open = False
         # The turn being read: [index, role, content start in _buf, length emitted, whether the
-        # template trims its end, where its content ends so far, whether that is the end of _buf].
+        # template trims its end, where its content ends so far, whether that is the end of _buf,
+        # the search for what can end its content].
         self._cur: list[Any] | None = None
         self._closed = False
         self._dropped = self._variant.planner.has_dropped
-        literals: list[str] = list(c.tokens) + list(c.markers)
-        for alts in self._reader.alts:
-            for parts, _action, _folded in alts:
-                for p in parts:
-                    if isinstance(p, str) and p not in ("(?:", ")?", r"\Z") and not p.startswith("(?="):
-                        literals.append(unescape(p))
-        looks = any(
-            isinstance(p, str) and p.startswith("(?=") for alts in self._reader.alts for a in alts for p in a[0]
-        )
-        for r in c.rules.values():
-            literals += r.anywhere + r.at_end + (r.after if looks else [])
-        for state in range(len(self._reader.alts)):
-            for form in self._reader._tolerant_forms(state, "turn"):
-                literals += self._reader.continuations(form)
-        literals = [x for x in literals if x]
-        # Text this close to the end of what has arrived may still change how it reads: the
-        # longest literal, refused string or lookahead.
-        self._hold = max((len(x) for x in literals), default=1) + 1
-        self._literals = sorted(set(literals))
-        # A chunk without any of these characters cannot end a content or begin a delimiter.
-        self._triggers = frozenset(x[0] for x in literals) | frozenset(" \t\n\r\x0b\x0c")
+        self._tables = _tables(self._variant)
+        self._hold = self._tables.hold
 
     # -- public ------------------------------------------------------------------
 
@@ -87,10 +73,13 @@ class StreamParser:
             return []
         self._buf += chunk
         cur = self._cur
-        if cur is not None and cur[6] and self._triggers.isdisjoint(chunk):
-            # Plain text after a content that ran to the end: it extends the content.
-            cur[5] = len(self._buf)
-            return self._more_content(cur)
+        if cur is not None and cur[6]:
+            # After a content that ran to the end of the text so far, new text without anything
+            # that ends that content only extends it.
+            window = len(self._buf) - len(chunk) - self._hold
+            if cur[7].search(self._buf, max(window, cur[2])) is None:
+                cur[5] = len(self._buf)
+                return self._more_content(cur)
         return self._advance(final=False)
 
     def close(self) -> list[Event]:
@@ -101,7 +90,17 @@ class StreamParser:
         events = self._advance(final=True)
         if self._buf:
             raise self._error("text that does not read as " + self.format.name)
-        if not self._reader.accepting[self._state]:
+        if self._dropped:  # messages the template writes nothing for, after the last one written
+            n = len(self._written)
+            last_open = self._last_complete is False
+            gen = last_open and self._last_empty
+            back = self._variant.planner.dropped_back(
+                tuple(self._written[:-1] if gen else self._written), last_open and not gen, gen
+            )
+            for position, role in back:
+                if position >= n - (1 if gen else 0) and (position, role) not in self._put_back:
+                    self._emit_dropped(role, events)
+        if not self._ended_open and not self._reader.accepting[self._state]:
             raise self._error(
                 f"the text ends where {self.format.name} expects {self._reader._expected_at(self._state)}"
             )
@@ -117,7 +116,7 @@ class StreamParser:
     # -- internals ---------------------------------------------------------------
 
     def _more_content(self, cur: list[Any]) -> list[Event]:
-        index, _role, cs, emitted, trims, limit, _open = cur
+        index, _role, cs, emitted, trims, limit = cur[:6]
         end = self._safe_end(cs + emitted, limit)
         if trims:
             end = min(end, cs + len(self._buf[cs:end].rstrip()))
@@ -130,9 +129,9 @@ class StreamParser:
         """Where content read up to ``limit`` cannot change any more: before the first place,
         near the end of what has arrived, where a literal of the format may be starting."""
         buf = self._buf
+        firsts, prefixes = self._tables.firsts, self._tables.prefixes
         for p in range(max(start, len(buf) - self._hold), limit):
-            tail = buf[p:]
-            if any(x.startswith(tail) and len(x) > len(tail) for x in self._literals):
+            if buf[p] in firsts and buf[p:] in prefixes:
                 return p
         return limit
 
@@ -167,7 +166,7 @@ class StreamParser:
     def _message(self, msg: Message, events: list[Event]) -> None:
         cur = self._cur
         if cur is None:
-            index = self._start(msg.role, events)
+            index = self._start(msg.role, events, msg.complete, not msg.content)
             emitted = 0
         else:
             index, role, _cs, emitted = cur[:4]
@@ -177,62 +176,75 @@ class StreamParser:
             events.append(ContentDelta(index, msg.content[emitted:]))
         events.append(MessageEnd(index, msg.complete))
         self._cur = None
+        self._last_complete, self._last_empty = msg.complete, not msg.content
+        if not msg.complete:
+            self._ended_open = True  # an open turn ends the text, wherever it stands
 
     def _emitted_text(self, cur: list[Any]) -> str:
         return self._buf[cur[2] : cur[2] + cur[3]]
 
-    def _start(self, role: str, events: list[Event]) -> int:
+    def _start(self, role: str, events: list[Event], complete: bool = True, empty: bool = False) -> int:
         if self._dropped:
-            roles = (*self._roles, role)
-            back = self._variant.planner.dropped_back(roles, False, False)
+            gen = not complete and empty  # the generation prompt: _with_dropped reads it apart
+            written = tuple(self._written) if gen else (*self._written, role)
+            back = self._variant.planner.dropped_back(written, not complete and not gen, gen)
             for position, dropped_role in back:
-                if position == len(self._roles):  # a message the template writes nothing for, here
+                if position == len(self._written) and (position, dropped_role) not in self._put_back:
+                    # a message the template writes nothing for, here: parse puts it back, empty
+                    self._put_back.add((position, dropped_role))
                     self._emit_dropped(dropped_role, events)
         index = self._index
         self._index += 1
-        self._roles.append(role)
+        self._written.append(role)
         events.append(MessageStart(index, role))
         return index
 
     def _emit_dropped(self, role: str, events: list[Event]) -> None:
         index = self._index
         self._index += 1
-        self._roles.append(role)
         events += [MessageStart(index, role), MessageEnd(index, True)]
 
     def _in_progress(self, events: list[Event]) -> None:
-        """A turn begun and not ended: its start, and the content that cannot change any more."""
+        """A turn begun and not ended: its start, and the content that cannot change any more.
+
+        Every alternative that may still read the text is asked how; only when they all
+        agree on the role and on where the content starts is the turn's start told.
+        """
         reader = self._reader
-        found: list[tuple[str, int, int, bool]] = []
+        buf = self._buf
+        readings: list[tuple[str, int, int, bool, bool]] = []
         for form in reader._tolerant_forms(self._state, "turn"):
-            if form.bare or form.action[4] is not None:  # bare content; encoded content (one delta at the end)
-                continue
-            m = form.match(self._buf, 0)
+            m = form.match(buf, 0)
             if m is None:
                 continue
-            msg, span, _partial, _closes = reader._truncated_turn(form, m, self._buf)
+            msg, span, _partial, _closes = reader._truncated_turn(form, m, buf, lenient=True)
             if msg is None:
                 continue
             _after, _fullmatch, trims = reader._content_info(form)
-            found.append((msg.role, span.content_start, span.content_end, trims))
-        if (
-            not found
-            or len({(r, cs, ce) for r, cs, ce, _ in found}) > 1
-            or found[0][2] == found[0][1]  # no content yet: the text may be another turn's opening
-            or any(form.match(self._buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
-        ):
+            # a bare content, or one written encoded, is told whole at the end of its turn
+            plain = not form.bare and form.action[4] is None
+            readings.append((msg.role, span.content_start, span.content_end, trims, plain))
+            pattern = form.content_pattern
+        undecided = (
+            not readings
+            or len({(r, cs, ce) for r, cs, ce, _, _ in readings}) > 1
+            or not all(plain for *_, plain in readings)
+            or readings[0][2] == readings[0][1]  # no content yet: the text may be another turn's opening
+            or any(form.match(buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
+        )
+        if undecided:
             if self._cur is not None:
                 self._cur[6] = False  # where its content ends is not known: no more plain extension
-            return  # not begun yet, or not yet decided which turn it is
-        role, cs, ce, trims = found[0]
+            return
+        role, cs, ce, trims, _plain = readings[0]
         cur = self._cur
         if cur is None:
             index = self._start(role, events)
-            cur = self._cur = [index, role, cs, 0, trims, ce, False]
+            cur = self._cur = [index, role, cs, 0, trims, ce, False, self._tables.enders[pattern]]
         elif (cur[1], cur[2]) != (role, cs):
             cur[6] = False
             return
-        cur[5], cur[6] = ce, ce == len(self._buf)
+        cur[5], cur[6] = ce, ce == len(buf)
         events += self._more_content(cur)
 
     def _consume(self, n: int) -> None:
@@ -255,3 +267,47 @@ class StreamParser:
         e.line, e.column = self._lines, self._base - self._line_start + 1
         e.args = (f"{reason} (line {e.line}, column {e.column})\n{e.snippet}",)
         return e
+
+
+class _Tables:
+    """What a stream parser of one compiled variant needs besides the reader (built once)."""
+
+    def __init__(self, variant: _Variant) -> None:
+        reader, c = variant.reader, variant.compiled
+        literals: list[str] = list(c.tokens) + list(c.markers)
+        for alts in reader.alts:
+            for parts, _action, _folded in alts:
+                for p in parts:
+                    if isinstance(p, str) and p not in ("(?:", ")?", r"\Z") and not p.startswith("(?="):
+                        literals.append(unescape(p))
+        looks = any(isinstance(p, str) and p.startswith("(?=") for alts in reader.alts for a in alts for p in a[0])
+        for r in c.rules.values():
+            literals += r.anywhere + r.at_end + (r.after if looks else [])
+        literals = [x for x in dict.fromkeys(literals) if x]
+        # Text this close to the end of what has arrived may still change how it reads: the
+        # longest literal, refused string or lookahead.
+        self.hold = max((len(x) for x in literals), default=1) + 1
+        self.firsts = frozenset(x[0] for x in literals)
+        self.prefixes = frozenset(x[:k] for x in literals for k in range(1, len(x)))
+        # For each content slot: a search for what can end it (what it refuses, the text after it).
+        self.enders: dict[str, re.Pattern[str]] = {}
+        for state in range(len(reader.alts)):
+            for form in reader._tolerant_forms(state, "turn"):
+                if form.content_pattern in self.enders:
+                    continue
+                ends: list[str] = []
+                for shape in c.shapes.values():
+                    if shape.content.pattern == form.content_pattern:
+                        rules = c.rules[id(shape.content)]
+                        ends += rules.anywhere + rules.at_end + rules.at_start
+                ends += [x[: self.hold] for x in reader.continuations(form)]
+                ends = sorted({x for x in ends if x}, key=len, reverse=True)
+                self.enders[form.content_pattern] = re.compile("|".join(re.escape(x) for x in ends) or "(?!)")
+
+
+def _tables(variant: _Variant) -> _Tables:
+    tables = getattr(variant, "_stream_tables", None)
+    if tables is None:
+        tables = _Tables(variant)
+        variant._stream_tables = tables  # type: ignore[attr-defined]
+    return tables

@@ -102,7 +102,27 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("-f", "--format", required=True, help="format name, alias or model id")
     q.add_argument("file", nargs="?", default="-", help="the text (default: stdin)")
     q.add_argument("--indent", type=int, default=None, help="indent the JSON output")
+    q.add_argument(
+        "--tolerant",
+        action="store_true",
+        help="read truncated or damaged text: its problems go to stderr, the messages read to stdout",
+    )
     q.set_defaults(run=_parse)
+
+    v = sub.add_parser(
+        "validate",
+        help="report every problem of a prompt text (or JSON messages) as file:line:col: code message",
+    )
+    v.add_argument("-f", "--format", required=True, help="format name, alias or model id")
+    v.add_argument("files", nargs="*", default=["-"], metavar="FILE", help="texts to check (default: stdin)")
+    v.add_argument("--messages", action="store_true", help="the files hold JSON lists of messages, not prompt texts")
+    v.add_argument("--hints", action="store_true", help="print each problem's hint under it")
+    v.set_defaults(run=_validate)
+
+    d = sub.add_parser("detect", help="name the formats a text is written in, best first")
+    d.add_argument("file", nargs="?", default="-", help="the text (default: stdin)")
+    d.add_argument("--all", action="store_true", help="list every format that reads the text, with its score")
+    d.set_defaults(run=_detect)
     return p
 
 
@@ -203,12 +223,64 @@ def _parse(args: argparse.Namespace) -> int:
     fmt: Format = get_format(args.format)
     source = _name(args.file)
     text = _read(args.file)
-    try:
-        messages = fmt.parse(text)
-    except ParseError as e:
-        raise _Problem(f"{source}:{e.line}:{e.column}: {e.reason}\n{e.snippet}") from None
+    status = EXIT_OK
+    if args.tolerant:
+        parsed = fmt.parse(text, strict=False)
+        messages: list[Message] = list(parsed)
+        for d in parsed.diagnostics:
+            print(f"{source}:{d}", file=sys.stderr)
+        status = EXIT_PROBLEM if parsed.diagnostics else EXIT_OK
+    else:
+        try:
+            messages = fmt.parse(text)
+        except ParseError as e:
+            raise _Problem(f"{source}:{e.line}:{e.column}: {e.reason}\n{e.snippet}") from None
     json.dump([_dict(m) for m in messages], sys.stdout, ensure_ascii=False, indent=args.indent)
     sys.stdout.write("\n")
+    return status
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ._inspect import validate
+
+    fmt: Format = get_format(args.format)
+    problems = 0
+    for path in args.files:
+        source = _name(path)
+        text = _read(path)
+        if args.messages:
+            data = _load_json(text, source)
+            if isinstance(data, dict):
+                data = data.get("messages")
+            if not isinstance(data, list):
+                raise _Problem(f"{source}:1:1: expected a JSON list of messages or an object with 'messages'")
+            found = validate(data, fmt)
+        else:
+            found = validate(text, fmt)
+        for d in found:
+            where = (
+                f"{source}:message {d.index}:{d.line}:{d.column}" if args.messages else f"{source}:{d.line}:{d.column}"
+            )
+            print(f"{where}: {d.code} {d.message}")
+            if args.hints:
+                print(f"    hint: {d.hint}")
+        problems += len(found)
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from ._inspect import detect
+
+    text = _read(args.file)
+    found = detect(text)
+    if not found:
+        print(f"{_name(args.file)}: no registered format reads this text", file=sys.stderr)
+        return EXIT_PROBLEM
+    if not args.all:
+        best = found[0][1]
+        found = [(n, s) for n, s in found if s == best]  # the best, with its ties
+    for name, score in found:
+        print(f"{name}\t{score:.3f}")
     return EXIT_OK
 
 
