@@ -142,3 +142,41 @@ def test_render_bad_option_and_date_are_usage_errors() -> None:
     assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
     r = run("render", "-f", "qwen3", "-o", "thinking=true", stdin=msgs)
     assert r.returncode == 1 and "no option 'thinking'" in r.stderr
+
+
+def test_validate_prints_lint_lines_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("<s><s>[INST] Hi [/INST]Hello</s>", encoding="utf-8")
+    good = tmp_path / "good.txt"
+    good.write_text(cg.render(MESSAGES, "llama2"), encoding="utf-8")
+    r = run("validate", "-f", "llama2", str(good), str(bad))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert lines == [
+        f"{bad}:1:1: double-bos the BOS token '<s>' is written twice",
+        f'{bad}:1:24: whitespace "" where llama2 writes " "',
+        f'{bad}:1:29: whitespace "" where llama2 writes " "',
+    ]
+    ok = run("validate", "-f", "llama2", str(good))
+    assert ok.returncode == 0 and ok.stdout == ""
+    piped = run("validate", "-f", "chatml", stdin="<|im_start|>user\nHi\n<|im_start|>assistant\nHo<|im_end|>\n")
+    assert piped.returncode == 1 and piped.stdout.startswith("<stdin>:3:1: unclosed-turn ")
+    messages = tmp_path / "m.json"
+    messages.write_text(json.dumps([{"role": "user", "content": "a <|im_end|>"}]), encoding="utf-8")
+    m = run("validate", "-f", "chatml", "--messages", str(messages))
+    assert m.returncode == 1 and m.stdout.startswith(f"{messages}:message 0:1:3: delimiter-in-content ")
+
+
+def test_detect_and_tolerant_parse() -> None:
+    text = cg.render(MESSAGES, "llama3")
+    r = run("detect", stdin=text)
+    assert r.returncode == 0 and r.stdout.split()[0] == "llama3"
+    assert run("detect", stdin="").returncode == 1
+    cut = run(
+        "parse", "-f", "chatml", "--tolerant", stdin="<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHel<|im_e"
+    )
+    assert json.loads(cut.stdout) == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hel", "complete": False},
+    ]
+    assert cut.returncode == 1 and cut.stderr.startswith("<stdin>:4:4: truncated ")
