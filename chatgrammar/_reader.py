@@ -13,6 +13,7 @@ reported as unexpected, and reading goes on from there.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +85,9 @@ class Reader:
             self.table.append(table)
             self.alt_of.append({g: k for k, g in enumerate(sorted(table[1]))} if table else {})
         self._forms: dict[tuple[int, str], list[_Form]] = {}
-        self.last_alt = 0  # the alternative the last _step read (the stream parser asks)
-        self._no_bos_retry = False
+        # The alternative the last _step read, per thread (the stream parser asks): a Reader is
+        # shared by every user of its format.
+        self._local = threading.local()
         self._content: dict[int, tuple[list[str], Callable[[str], object], bool]] = {}
         self._lead_cache: dict[tuple[int, int], list[str]] = {}
         self.bos = compiled.spec.terminals[compiled.spec.header["bos"]] if compiled.spec.header.get("bos") else None
@@ -111,7 +113,7 @@ class Reader:
         m = entry[0](text, pos)
         if m is None:
             return None
-        self.last_alt = self.alt_of[state][m.lastindex]  # type: ignore[index]
+        self._local.alt = self.alt_of[state][m.lastindex]  # type: ignore[index]
         action = entry[1][m.lastindex]  # type: ignore[index]
         kind, target, role, role_group, content_group, inverse, reader, variables, own, marks = action
         for group, _name, check in variables:
@@ -143,7 +145,7 @@ class Reader:
 
     # -- reading -----------------------------------------------------------------
 
-    def read(self, text: str, tolerant: bool, state: int = 0, pos: int = 0) -> _Read:
+    def read(self, text: str, tolerant: bool, state: int = 0, pos: int = 0, bos_retry: bool = True) -> _Read:
         out: list[Message] = []
         spans: list[Span] = []
         diags: list[Diagnostic] = []
@@ -185,14 +187,10 @@ class Reader:
             if self._cut_short(text, restarts, out, spans, diags):
                 pos = end
                 break
-            if pos == 0 and self.bos and not text.startswith(self.bos) and not self._no_bos_retry:
+            if pos == 0 and self.bos and not text.startswith(self.bos) and bos_retry:
                 # Read it both ways: as it is, and with the BOS it lacks; keep the better reading.
                 with_bos = self.read(self.bos + text, True)
-                self._no_bos_retry = True
-                try:
-                    as_is = self.read(text, True)
-                finally:
-                    self._no_bos_retry = False
+                as_is = self.read(text, True, bos_retry=False)
                 if len(with_bos.diagnostics) < len(as_is.diagnostics) + 1:
                     return self._shifted(with_bos, text, len(self.bos))
                 return as_is
@@ -316,6 +314,11 @@ class Reader:
                 )
             return True
         return False
+
+    @property
+    def last_alt(self) -> int:
+        """The alternative the last ``_step`` of this thread read."""
+        return int(getattr(self._local, "alt", 0))
 
     def alive(self, state: int, text: str, alt: int) -> bool:
         """Whether alternative ``alt`` of ``state`` may still read ``text`` once more of it arrives."""
