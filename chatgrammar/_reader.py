@@ -302,16 +302,7 @@ class Reader:
                     )
                 )
             else:
-                diags.append(
-                    Diagnostic.at(
-                        text,
-                        "truncated",
-                        f"the text ends inside {json_repr(_clip(form.expected, 60))}",
-                        "the text was cut short inside a delimiter of the format",
-                        pos,
-                        end,
-                    )
-                )
+                diags.append(_cut_in_delimiter(text, form, pos))
             return True
         return False
 
@@ -337,16 +328,7 @@ class Reader:
         for form in self._tolerant_forms(state, "opening"):
             m = form.match(text, pos)
             if m is not None and span is not None and m.end() == len(text):
-                diags.append(
-                    Diagnostic.at(
-                        text,
-                        "truncated",
-                        f"the text ends inside {json_repr(_clip(form.expected, 60))}",
-                        "the text was cut short inside a delimiter of the format",
-                        pos,
-                        len(text),
-                    )
-                )
+                diags.append(_cut_in_delimiter(text, form, pos))
                 return True
         return False
 
@@ -392,10 +374,7 @@ class Reader:
                 if step is None or step[0] is None:
                     continue
                 kind, target, role, inverse, reader = form.action
-                if role is None:
-                    role = m[form.role_group] if form.role_group else ASSISTANT
-                    if inverse is not None:
-                        role = inverse[1](role)
+                role = role or _form_role(form, m) or ASSISTANT
                 content = text[m.start(form.content_group) : q] if form.content_group else ""
                 out.append(make_message(role, content, True))
                 spans.append(Span(m.start(form.own_group), q, q - len(content), q))
@@ -547,12 +526,9 @@ class Reader:
         if reader is not None:
             decoded = reader(content)
             content = decoded if decoded is not None else content
+        role = role or _form_role(form, m)
         if role is None:
-            role = m[form.role_group] if form.role_group else None
-            if role is None:
-                return None, Span(0, 0, 0, 0), "", ""
-            if inverse is not None:
-                role = inverse[1](role)
+            return None, Span(0, 0, 0, 0), "", ""
         span = Span(m.start(form.own_group), len(text), cstart, len(text) - len(partial))
         return make_message(role, content, False), span, partial, closes
 
@@ -600,10 +576,7 @@ class Reader:
         if reader is not None:
             decoded = reader(content)
             content = decoded if decoded is not None else content
-        if role is None:
-            role = m[form.role_group] if form.role_group else ASSISTANT
-            if inverse is not None:
-                role = inverse[1](role)
+        role = role or _form_role(form, m) or ASSISTANT
         end = len(text) if kind == _OPEN else m.end()
         return make_message(role, content, kind == _MSG), Span(m.start(form.own_group), end, *cspan)
 
@@ -666,6 +639,26 @@ def _walk(parts: list[RegexPart], prefix: str, then: list[str]) -> list[str]:
         else:  # a lookahead of what follows the turn: the next opening
             break
     return [prefix + t for t in then]
+
+
+def _form_role(form: _Form, m: re.Match[str]) -> str | None:
+    """The role a tolerant form's match read in its ROLE slot (as the template writes it, read back)."""
+    if not form.role_group or m[form.role_group] is None:
+        return None
+    inverse = form.action[3]
+    return inverse[1](m[form.role_group]) if inverse is not None else m[form.role_group]
+
+
+def _cut_in_delimiter(text: str, form: _Form, pos: int) -> Diagnostic:
+    """The diagnostic of a text that ends inside the delimiter ``form`` reads from ``pos``."""
+    return Diagnostic.at(
+        text,
+        "truncated",
+        f"the text ends inside {json_repr(_clip(form.expected, 60))}",
+        "the text was cut short inside a delimiter of the format",
+        pos,
+        len(text),
+    )
 
 
 def _clip(s: str, n: int = 40) -> str:
