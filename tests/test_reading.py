@@ -85,7 +85,7 @@ def _json(text: str) -> str | None:
 
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
         return None
     return value if isinstance(value, str) else None
 
