@@ -20,15 +20,15 @@ __all__ = ["SAME_LANGUAGE", "detect", "validate"]
 SAME_LANGUAGE: tuple[frozenset[str], ...] = (
     # ChatML: the Hermes 2, Qwen, SmolLM2 and Yi templates write plain ChatML for most conversations.
     frozenset({"chatml", "hermes-2", "qwen2", "qwen2.5", "qwen3", "smollm2", "yi"}),
-    # DeepSeek: <｜User｜>/<｜Assistant｜> (or User:/Assistant:) turns after the BOS, system text first.
+    # DeepSeek: user and assistant tags after the BOS, system text first.
     frozenset(
         {"deepseek-coder", "deepseek-r1-distill", "deepseek-v2", "deepseek-v2.5", "deepseek-v3", "deepseek-v3.1"}
     ),
-    # <|user|> tags: the Zephyr, Tulu, Falcon 3 and Phi families, MistralLite, Pygmalion.
+    # Role tags: the Zephyr, Tulu, Falcon 3 and Phi families, MistralLite, Pygmalion.
     frozenset({"zephyr", "tulu3", "falcon3", "phi-3-mini", "phi-3.5", "phi-4-mini", "mistrallite", "pygmalion"}),
     frozenset({"gemma", "gemma3"}),
     frozenset({"granite3.1", "granite3.2", "granite3.3"}),
-    # [INST] ... [/INST]: Llama 2 and the Mistral family.
+    # Instruction brackets: Llama 2 and the Mistral family.
     frozenset(
         {
             "llama2",
