@@ -20,7 +20,20 @@ from ._format import Format, RolePolicy
 from ._inspect import SAME_LANGUAGE, detect, validate
 from ._message import Message
 from ._registry import formats, get_format
-from ._results import Completion, ContentDelta, Diagnostic, Event, MessageEnd, MessageStart, Parsed, Span
+from ._results import (
+    Completion,
+    ContentDelta,
+    Diagnostic,
+    Event,
+    MessageEnd,
+    MessageStart,
+    Parsed,
+    ReasoningDelta,
+    Span,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 from ._stream import StreamParser
 
 __all__ = [
@@ -37,10 +50,14 @@ __all__ = [
     "MessageStart",
     "ParseError",
     "Parsed",
+    "ReasoningDelta",
     "RenderError",
     "RolePolicy",
     "Span",
     "StreamParser",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
     "UnknownFormatError",
     "UnsafeContentError",
     "UnsupportedConversationError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, overload
 
 from ._format import Format
@@ -21,18 +21,21 @@ def render(
     add_generation_prompt: bool = False,
     on_unsafe: Literal["raise", "allow"] = "raise",
     date: datetime.date | None = None,
+    tools: Sequence[Any] | None = None,
     **options: Any,
 ) -> str:
     r"""Render ``messages`` as the prompt text of format ``fmt`` (a name, alias or model id).
 
     See ``Format.render``: ``date`` is the date a template prints (default today),
-    ``options`` the template's switches (``enable_thinking=False``...).
+    ``tools`` the tool definitions (JSON schemas), ``options`` the template's switches
+    (``enable_thinking=False``...). Messages may carry ``reasoning_content`` and
+    ``tool_calls``, as for Hugging Face's ``apply_chat_template``.
 
     >>> render([{"role": "user", "content": "Hi"}], "llama2")
     '<s>[INST] Hi [/INST]'
     """
     return get_format(fmt).render(
-        messages, add_generation_prompt=add_generation_prompt, on_unsafe=on_unsafe, date=date, **options
+        messages, add_generation_prompt=add_generation_prompt, on_unsafe=on_unsafe, date=date, tools=tools, **options
     )
 
 
@@ -43,6 +46,7 @@ def render_spans(
     add_generation_prompt: bool = False,
     on_unsafe: Literal["raise", "allow"] = "raise",
     date: datetime.date | None = None,
+    tools: Sequence[Any] | None = None,
     **options: Any,
 ) -> tuple[str, list[Span | None]]:
     r"""Render, and give the ``Span`` of each message (see ``Format.render_spans``).
@@ -52,7 +56,7 @@ def render_spans(
     'Hi'
     """
     return get_format(fmt).render_spans(
-        messages, add_generation_prompt=add_generation_prompt, on_unsafe=on_unsafe, date=date, **options
+        messages, add_generation_prompt=add_generation_prompt, on_unsafe=on_unsafe, date=date, tools=tools, **options
     )
 
 

@@ -14,7 +14,23 @@ from typing import Any
 from ._automaton import Dfa, positions
 from ._errors import GrammarError
 from ._grammar import GrammarSpec
-from ._ir import Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star, resolve, silent_removed, walk
+from ._ir import (
+    STRUCTURAL,
+    TOOL_ARGS,
+    Alt,
+    Gen,
+    Lit,
+    Msg,
+    Node,
+    Opt,
+    Seq,
+    Slot,
+    Star,
+    read_only_removed,
+    resolve,
+    silent_removed,
+    walk,
+)
 from ._patterns import (
     Guard,
     SlotRules,
@@ -66,6 +82,10 @@ class Shape:
     # Without it, the two are the same text (and what follows the message must end the content).
     text_after_content: bool
     open_bare: bool  # the open turn is the content alone, with no literal of its own
+    # The message can end with its optional content group: written empty, it ends with no literal of
+    # its own, and only what follows it tells it apart (the answer before a tool call).
+    ends_with_content: bool = False
+    lead: str = ""  # the literal text it starts with
 
 
 @dataclass
@@ -93,6 +113,12 @@ class Compiled:
     # What a generic ROLE slot refuses: another rule's text in its place, and aliased roles.
     role_refused: list[str] = field(default_factory=list)
     role_after: list[str] = field(default_factory=list)
+    structural: bool = False  # the format writes reasoning, tool calls or tool definitions as turns
+    # Literals of the structure (a tool call's opening...) that plain content could spell: content
+    # holding one is checked by reading the render back (it must not turn into structure).
+    struct_marks: tuple[str, ...] = ()
+    # Trimmed content slots of answers before tool calls: content trimmed to nothing is refused.
+    trimmed_before_calls: frozenset[int] = frozenset()
 
     @property
     def name(self) -> str:
@@ -115,7 +141,15 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     for msg in _messages(start):
         _check_message(msg, origin)
     gen_body = _generation(start, origin)
-    rules = derive_slot_rules(start, tokens, markers, origin)
+    marks = _struct_marks(_messages(start), tokens)
+    plain_slots = {
+        id(s)
+        for m in _messages(start)
+        if m.role in ("system", "user", ASSISTANT)
+        for s in walk(m.body)
+        if isinstance(s, Slot) and s.field == "content"
+    }
+    rules = derive_slot_rules(start, tokens, markers, origin, {k: marks for k in plain_slots} if marks else None)
     _merge_occurrences(start, rules)
     if spec.header.get("date"):
         _date_slots(start, spec.header["date"], rules, origin)
@@ -126,7 +160,10 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     for msg in _messages(start):
         if msg.rule not in shapes and not msg.dropped:
             shapes[msg.rule] = _shape(msg, origin)
-    dfa = Dfa.build(positions(start, _is_message_level_atom))
+    written = read_only_removed(start)
+    if written is None:
+        raise GrammarError("the grammar writes nothing: every branch holds a read-only (__read) rule", source=origin)
+    dfa = Dfa.build(positions(written, _is_message_level_atom))
     parse_dfa = Dfa.build(positions(silent_removed(start), _is_message_level_atom))
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
@@ -169,7 +206,40 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         date_format=spec.header["date"][1] if spec.header.get("date") else None,
         role_refused=role_refused,
         role_after=role_after,
+        structural=any(s.role in STRUCTURAL for s in shapes.values()),
+        struct_marks=tuple(marks),
+        trimmed_before_calls=frozenset(
+            id(s.content) for s in shapes.values() if s.ends_with_content and s.content.transform
+        ),
     )
+
+
+def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[str]:
+    """The literals that open a structure: a tool call, a tool result, the tool definitions.
+
+    For each structural turn, each other shape of a role and each tool result: its first
+    literal that the plain system, user and assistant turns do not write (and that is no
+    token, nor only whitespace). Plain content refuses them, so that a reading of the text
+    is never a plain turn swallowing a structure. A call's arguments only continue a call.
+    """
+    if not any(m.role in STRUCTURAL for m in messages):
+        return []
+    plain = {
+        lit.text
+        for m in messages
+        if m.rule == m.role and m.role in ("system", "user", ASSISTANT)
+        for lit in walk(m.body)
+        if isinstance(lit, Lit)
+    }
+    marks: list[str] = []
+    for m in messages:
+        if m.role == TOOL_ARGS or not (m.rule != m.role or m.role in STRUCTURAL or m.role == "tool"):
+            continue
+        for lit in (n for n in walk(m.body) if isinstance(n, Lit)):
+            if lit.text.strip() and lit.text not in plain and not any(t in lit.text for t in tokens):
+                marks.append(lit.text)
+                break
+    return sorted(set(marks))
 
 
 def _is_message_level_atom(n: Node) -> bool:
@@ -417,7 +487,9 @@ def _check_message(msg: Msg, origin: str) -> None:
                 "renderer could not tell whether to write it",
                 source=origin,
             )
-    if not _writes_text(msg.body):
+    if not _writes_text(msg.body) and not (msg.role == ASSISTANT and _writes_text_with_content(msg.body)):
+        # An answer written only when it has content (the text before a tool call) is the
+        # one message allowed to write nothing: the call after it marks where it stood.
         raise GrammarError(f"message rule {rule!r} can be empty; a message needs a literal", source=origin)
 
 
@@ -441,7 +513,14 @@ def _shape(msg: Msg, origin: str) -> Shape:
         open_regex=_regex(open_body, unwrap=True),
         text_after_content=any(isinstance(p, str) and p not in ("", ")?") for p in regex[k + 1 :]),
         open_bare=not any(isinstance(p, str) and p for p in open_pieces),
+        ends_with_content=_ends_with_content(msg.body, content),
+        lead=_leading_text(msg.body),
     )
+
+
+def _ends_with_content(body: Node, content: Slot) -> bool:
+    last = body.items[-1] if isinstance(body, Seq) and body.items else body
+    return isinstance(last, Opt) and any(s is content for s in walk(last))
 
 
 def _optional_content(shape: Shape) -> bool:
@@ -455,6 +534,11 @@ def _writes_text(n: Node) -> bool:
     if isinstance(n, Seq):
         return any(_writes_text(i) for i in n.items)
     return False
+
+
+def _writes_text_with_content(n: Node) -> bool:
+    """An optional group holding the content and a literal: text exactly when the content is not empty."""
+    return any(isinstance(o, Opt) and any(isinstance(x, Lit) for x in walk(o)) for o in walk(n))
 
 
 def _cut(n: Node, content: Slot, keep: bool) -> Node | None:

@@ -96,14 +96,15 @@ class UnsafeContentError(RenderError):
     """A message holds a delimiter of the format, which would change the conversation.
 
     ``offset`` is the delimiter's position inside the message's content (or role),
-    ``delimiter`` the delimiter itself.
+    ``delimiter`` the delimiter itself. ``index`` is None when the text is a tool
+    definition (render's ``tools``), not a message.
     """
 
     def __init__(
         self,
         message: str,
         *,
-        index: int,
+        index: int | None,
         offset: int,
         delimiter: str,
         format: str | None = None,

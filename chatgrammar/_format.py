@@ -13,13 +13,14 @@ from typing import Any, Literal, overload
 from ._compiler import ASSISTANT, Compiled, compile_spec
 from ._errors import ChatGrammarError, RenderError, UnsafeContentError, UnsupportedConversationError
 from ._grammar import GrammarSpec, load_grammar, read_header
-from ._ir import Msg
+from ._ir import STRUCTURAL, Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
 from ._reader import Reader
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._results import Completion, Diagnostic, Parsed, Span
 from ._scanner import Scanner
+from ._structure import collapse, expand, has_structure
 
 __all__ = ["Format", "RolePolicy"]
 
@@ -82,6 +83,9 @@ class Format:
         self._scan_text: Callable[[str], list[Message] | None] = self._compile_and_scan
         self._no_variables = False  # the default variant prints no date: render needs no values
         self._has_dropped = False  # the template drops messages: readings may need them back
+        # The structural roles (reasoning, tool calls, tool definitions) the format writes.
+        self._structural: frozenset[str] = frozenset()
+        self._raw_args = self._header.get("tool-args") == "raw-string"
         header = self._header
         self._always_gen = header.get("generation") == "always"
         self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
@@ -336,6 +340,9 @@ class Format:
                         self._scan_text = variant.scanner.scan
                         self._no_variables = not variant.compiled.variables
                         self._has_dropped = variant.planner.has_dropped
+                        self._structural = frozenset(
+                            s.role for s in variant.compiled.shapes.values() if s.role in STRUCTURAL
+                        )
         return variant
 
     def _all_variants(self) -> list[_Variant]:
@@ -362,6 +369,7 @@ class Format:
         add_generation_prompt: bool = False,
         on_unsafe: Literal["raise", "allow"] = "raise",
         date: datetime.date | None = None,
+        tools: Sequence[Any] | None = None,
         **options: Any,
     ) -> str:
         r"""The prompt text for ``messages``, exactly as the model's chat template writes it.
@@ -371,24 +379,30 @@ class Format:
         Content holding the format's own delimiters raises UnsafeContentError unless
         ``on_unsafe="allow"``. ``date`` is the date a template prints (today, as the
         template does, when not given); ``options`` are the template's switches
-        (see ``Format.options``).
+        (see ``Format.options``). ``tools`` are the tool definitions (JSON schemas) and
+        messages may carry ``reasoning_content`` and ``tool_calls``, as for Hugging Face's
+        ``apply_chat_template``; a format that does not write them raises
+        UnsupportedConversationError rather than drop them. Messages from ``parse`` bring
+        the tools they were read with: ``render(parse(text)) == text``.
 
         >>> from chatgrammar import get_format
         >>> get_format("chatml").render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
         '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
         """
+        if tools is None and isinstance(messages, Parsed):
+            tools = messages.tools
         msgs: list[Any] = messages if type(messages) is list else list(messages)
         gen = add_generation_prompt or self._always_gen
         # The common case in few steps: complete messages of a shape seen before, default
         # options. The plan's compiled code reads the contents itself, and declines anything unusual.
-        if on_unsafe == "raise" and not options and date is None and self._fast_ok:
+        if on_unsafe == "raise" and not options and date is None and self._fast_ok and tools is None:
             try:
                 roles = tuple([m["role"] for m in msgs if len(m) == 2])
                 models = False
             except (KeyError, TypeError):
                 roles, models = _model_roles(msgs), True
             plan = self._plans.get((roles, False, gen))
-            if plan is not None and len(roles) == len(msgs):
+            if plan is not None and len(roles) == len(msgs) and (not self._structural or _plain(roles)):
                 values = () if self._no_variables else self._values(self._variant(None), None)
                 try:
                     text = plan.fast_models(msgs, values) if models else plan.fast(msgs, values)
@@ -396,7 +410,7 @@ class Format:
                     text = None
                 if text is not None:
                     return text
-        r = self._prepare(self._variant(options), msgs, gen, date)
+        r = self._prepare(self._variant(options), msgs, gen, date, tools)
         if on_unsafe == "allow":
             return r.plan.build(r.roles, r.contents, r.values)
         if on_unsafe != "raise":
@@ -404,9 +418,7 @@ class Format:
         try:
             return self._checked(r)
         except RenderError as e:
-            if r.origin is None:
-                raise
-            raise _pointed_back(e, r.origin) from None
+            raise r.pointed_back(e) from None
 
     def render_spans(
         self,
@@ -415,6 +427,7 @@ class Format:
         add_generation_prompt: bool = False,
         on_unsafe: Literal["raise", "allow"] = "raise",
         date: datetime.date | None = None,
+        tools: Sequence[Any] | None = None,
         **options: Any,
     ) -> tuple[str, list[Span | None]]:
         r"""Render, and say where each message stands in the text: ``(text, spans)``.
@@ -434,7 +447,7 @@ class Format:
         msgs: list[Any] = messages if type(messages) is list else list(messages)
         gen = add_generation_prompt or self._always_gen
         variant = self._variant(options)
-        r = self._prepare(variant, msgs, gen, date)
+        r = self._prepare(variant, msgs, gen, date, tools)
         if on_unsafe == "allow":
             text = r.plan.build(r.roles, r.contents, r.values)
         elif on_unsafe != "raise":
@@ -443,9 +456,7 @@ class Format:
             try:
                 text = self._checked(r)
             except RenderError as e:
-                if r.origin is None:
-                    raise
-                raise _pointed_back(e, r.origin) from None
+                raise r.pointed_back(e) from None
         read = variant.reader.read(text, tolerant=False)
         if not read.ok:
             raise RenderError(
@@ -456,7 +467,11 @@ class Format:
         joiner = 0
         if self._gather is not None and self._gather[1] is not None:
             joiner = len(variant.compiled.spec.terminals[self._gather[1]])
-        return text, _spans_of(r, read.messages, read.spans, variant.compiled, len(msgs), joiner)
+        given = len(r.expanded) if r.expanded is not None else len(msgs)
+        found = _spans_of(r, read.messages, read.spans, variant.compiled, given, joiner)
+        if r.expanded is not None:
+            found = _folded_spans(found, r.expanded, r.expanded_roles, len(msgs))
+        return text, found
 
     def normalize(
         self,
@@ -464,6 +479,7 @@ class Format:
         *,
         add_generation_prompt: bool = False,
         date: datetime.date | None = None,
+        tools: Sequence[Any] | None = None,
         **options: Any,
     ) -> list[Message]:
         r"""The messages that ``parse(render(messages))`` gives back.
@@ -478,12 +494,54 @@ class Format:
         [Message(role='user', content='Hi', complete=True)]
         """
         gen = add_generation_prompt or self._always_gen
-        return self._prepare(self._variant(options), messages, gen, date).expected()
+        return self._prepare(self._variant(options), messages, gen, date, tools).expected()
 
     def _prepare(
-        self, variant: _Variant, messages: Iterable[MessageLike], gen: bool, date: datetime.date | None
+        self,
+        variant: _Variant,
+        messages: Iterable[MessageLike],
+        gen: bool,
+        date: datetime.date | None,
+        tools: Sequence[Any] | None = None,
     ) -> _Rendering:
-        roles, contents, open_last = read_messages(messages)
+        msgs = messages if isinstance(messages, list) else list(messages)
+        expanded: list[int] | None = None
+        if tools is not None or has_structure(msgs):
+            ex = expand(msgs, tools, self._structural_roles(), self._raw_args, self.name)
+            roles, contents, open_last, expanded = ex.roles, ex.contents, ex.open_last, ex.origin
+        else:
+            roles, contents, open_last = read_messages(msgs)
+            if self._structural_roles() and not _plain(roles):
+                i = next(k for k, role in enumerate(roles) if role in STRUCTURAL)
+                raise RenderError(
+                    f"message {i} has role {roles[i]!r}, which chatgrammar keeps for the parts of a message; "
+                    "write reasoning as 'reasoning_content' and calls as 'tool_calls' of an assistant message",
+                    index=i,
+                    format=self.name,
+                )
+        try:
+            r = self._prepare_flat(variant, roles, contents, open_last, gen, date)
+        except RenderError as e:
+            if expanded is None:
+                raise
+            raise _from_expanded(e, expanded, roles) from None
+        r.expanded = expanded
+        r.expanded_roles = roles
+        return r
+
+    def _structural_roles(self) -> frozenset[str]:
+        self._variant(None)  # compiling the default variant fills it in
+        return self._structural
+
+    def _prepare_flat(
+        self,
+        variant: _Variant,
+        roles: list[str],
+        contents: list[str],
+        open_last: bool,
+        gen: bool,
+        date: datetime.date | None,
+    ) -> _Rendering:
         alias = self._header.get("role-alias")
         if alias:  # roles the template writes as another (normalize shows it)
             roles = [alias.get(r, r) for r in roles]
@@ -594,7 +652,7 @@ class Format:
         if plan.open_bare:  # an open turn written as its bare content: it must read back as itself
             text = plan.build(roles, contents, values)
             read = variant.scanner.scan(text)
-            if read is None or _with_dropped(variant, read) != r.expected():
+            if read is None or _with_dropped(variant, read) != r.expected_flat():
                 raise UnsupportedConversationError(
                     f"{self.name} writes message {n - 1}, an open {roles[n - 1]!r} turn, as its bare content "
                     "with nothing to mark it as a turn, and here it would read back as something else; "
@@ -623,10 +681,23 @@ class Format:
             break
         if r.open_last and plan.open_check is not None and not plan.open_check(contents[r.n - 1]):
             suspect = True
+        for i, slot in zip(plan.contents, plan.slots, strict=True):
+            if id(slot) in c.trimmed_before_calls and r.given[i] and not contents[i]:
+                raise UnsafeContentError(
+                    f"message {i} ({r.roles[i]!r}) holds only what {self.name} trims, before tool calls: the "
+                    "template still writes a newline for it, which reads back as no content. Give it text, "
+                    "leave it empty, or pass on_unsafe='allow' to render it anyway.",
+                    index=i,
+                    offset=0,
+                    delimiter="",
+                    format=self.name,
+                )
+        if c.struct_marks and not suspect:  # content that could spell a tool call, a result...
+            suspect = any(m in contents[i] for i in plan.contents for m in c.struct_marks)
         text = plan.build(r.roles, contents, r.values)
         if suspect:
             read = r.variant.scanner.scan(text)
-            if read is None or _with_dropped(r.variant, read) != r.expected():
+            if read is None or _with_dropped(r.variant, read) != r.expected_flat():
                 raise self._unsafe(r)
         return text
 
@@ -709,6 +780,27 @@ class Format:
         >>> r, [d.code for d in r.diagnostics]
         ([Message(role='user', content='Hi', complete=False)], ['truncated'])
         """
+        got = self._parse_flat(text, strict, spans, options)
+        if not self._structural or _plain(m.role for m in got):
+            return got
+        return self._folded(text, got, strict, spans, options)
+
+    def _folded(self, text: str, got: list[Message], strict: bool, spans: bool, options: dict[str, Any]) -> Parsed:
+        """A reading with its reasoning, tool calls and tool definitions folded into messages."""
+        positioned = got if isinstance(got, Parsed) and got.spans is not None else None
+        folded = collapse(got, positioned.spans if positioned is not None else None, text)
+        diagnostics = list(got.diagnostics) if isinstance(got, Parsed) else []
+        if positioned is None and folded.problems:
+            # Payloads that are not JSON as the template writes it are reported where they stand:
+            # read again with positions.
+            again = self._parse_flat(text, strict, True, options)
+            assert isinstance(again, Parsed) and again.spans is not None
+            folded = collapse(again, again.spans, text)
+            folded.spans = None
+        diagnostics += folded.diagnostics
+        return Parsed(folded.messages, folded.spans if spans else None, diagnostics, folded.tools)
+
+    def _parse_flat(self, text: str, strict: bool, spans: bool, options: dict[str, Any]) -> list[Message]:
         if not strict or spans:
             return self._parse_positioned(text, strict, spans, options)
         if not options:
@@ -784,9 +876,11 @@ class Format:
             msgs = list(prompt)
             _, _, open_last = read_messages(msgs)
             prompt_text = self.render(msgs, add_generation_prompt=not open_last, **options)
-        before = self.parse(prompt_text, spans=True, **options)
+        before = self._parse_flat(prompt_text, True, True, options)
+        assert isinstance(before, Parsed)
         # The completion's turns: those that reach past the prompt, and the prompt's open turn
-        # (the generation prompt), which the completion continues.
+        # (the generation prompt), which the completion continues. Read as the format's turns
+        # first (reasoning and each call a turn of its own), then folded into messages.
         opened = before.spans[-1].start if before and before.spans and not before[-1].complete else None
         cut, stop = len(completion), None
         for s in self.stop:
@@ -795,27 +889,38 @@ class Format:
                 cut, stop = k, s
         body = completion[:cut]
         rest = completion[cut + len(stop) :] if stop is not None else ""
-        read = self.parse(prompt_text + body, strict=False, spans=True, **options)
+        whole = prompt_text + body
+        read = self._parse_flat(whole, False, True, options)
+        assert isinstance(read, Parsed) and read.spans is not None
         shift = len(prompt_text)
         firsts = [
             k
-            for k, sp in enumerate(read.spans or [])
+            for k, sp in enumerate(read.spans)
             if sp.end > shift or (opened is not None and sp.start >= opened and sp.end > sp.start)
         ]
         n0 = firsts[0] if firsts else len(read)
         messages = list(read[n0:])
+        spans = read.spans[n0:]
+        if stop is not None and messages and not messages[-1].complete:
+            messages[-1] = messages[-1].model_copy(update={"complete": True})  # the stop string ended it
+        # (diagnostic, whether its index counts among the completion's messages already)
+        found = [(d, False) for d in read.diagnostics]
+        if self._structural and not _plain(m.role for m in messages):
+            # Model output need not write JSON as the template does: only JSON errors are reported.
+            folded = collapse(messages, spans, whole, canonical=False)
+            messages = folded.messages
+            found += [(d, True) for d in folded.diagnostics]
         diagnostics: list[Diagnostic] = []
-        for d in read.diagnostics:
+        for d, counted in found:
             if stop is not None and d.code == "truncated" and d.end >= shift + len(body):
                 continue  # the stop string ended the turn: what would have closed it is not missing
             pos, end = max(d.pos - shift, 0), max(d.end - shift, 0)
-            index = d.index - n0 if d.index is not None and d.index >= n0 else None  # among the completion's
+            index = d.index if counted else d.index - n0 if d.index is not None and d.index >= n0 else None
             diagnostics.append(Diagnostic.at(completion, d.code, d.message, d.hint, pos, end, index))
         if not messages:  # the turn the prompt opened, with nothing in it
             messages = [make_message(ASSISTANT, "", False)]
         if stop is not None and not messages[-1].complete:
-            last = messages[-1]
-            messages[-1] = make_message(last.role, last.content, True)
+            messages[-1] = messages[-1].model_copy(update={"complete": True})
         return Completion(messages, stop, rest, diagnostics)
 
     def _default_prompt(self, options: dict[str, Any]) -> str:
@@ -884,7 +989,20 @@ class _Variant:
 class _Rendering:
     """A conversation ready to write: its plan, roles and (trimmed) contents."""
 
-    __slots__ = ("variant", "plan", "roles", "contents", "n", "open_last", "gen_marker", "given", "values", "origin")
+    __slots__ = (
+        "variant",
+        "plan",
+        "roles",
+        "contents",
+        "n",
+        "open_last",
+        "gen_marker",
+        "given",
+        "values",
+        "origin",
+        "expanded",
+        "expanded_roles",
+    )
 
     def __init__(
         self,
@@ -908,9 +1026,28 @@ class _Rendering:
         self.given = given  # the contents as the caller gave them, before trimming
         self.values = values  # the variables' texts (the date)
         self.origin: list[Any] | None = None  # where each message came from, when system-gather moved them
+        # The caller's message of each turn, when reasoning, tool calls or tools were expanded into turns.
+        self.expanded: list[int] | None = None
+        self.expanded_roles: list[str] = []
+
+    def pointed_back(self, e: RenderError) -> RenderError:
+        """``e`` about the messages as the caller gave them."""
+        if self.origin is not None:
+            e = _pointed_back(e, self.origin)
+        if self.expanded is not None:
+            e = _from_expanded(e, self.expanded, self.expanded_roles)
+        return e
 
     def expected(self) -> list[Message]:
         """What parsing the written text must give back, in the order the text holds it."""
+        out = self.expected_flat()
+        if self.expanded is None and not self.variant.compiled.structural:
+            return out
+        folded = collapse(out)
+        return Parsed(folded.messages, tools=folded.tools)
+
+    def expected_flat(self) -> list[Message]:
+        """``expected``, with reasoning, calls and tool definitions as the turns they are written as."""
         c = self.variant.compiled
         out: list[Message] = []
         # A turn with nothing after its content reads the same open or complete: as complete.
@@ -1046,6 +1183,65 @@ def _with_dropped_spans(
     return full, out
 
 
+_STRUCTURAL = frozenset(STRUCTURAL)
+
+
+def _plain(roles: Iterable[str]) -> bool:
+    """No structural role among ``roles`` (those are written from reasoning_content, tool_calls, tools)."""
+    return _STRUCTURAL.isdisjoint(roles)
+
+
+def _from_expanded(e: RenderError, origin: list[int], roles: list[str]) -> RenderError:
+    """``e`` about the caller's messages, not the turns their reasoning, calls and tools were expanded into."""
+
+    def back(m: re.Match[str]) -> str:
+        i = int(m[1])
+        if not 0 <= i < len(origin):
+            return m[0]
+        if origin[i] == -1:
+            return f"tool definition {sum(1 for o in origin[:i] if o == -1)}"
+        part = _PARTS.get(roles[i])
+        if part is None:
+            return f"message {origin[i]}{m[2] or ''}"
+        k = sum(1 for j in range(i) if origin[j] == origin[i] and roles[j] == roles[i])
+        return f"message {origin[i]} ({part.format(k)})"
+
+    text = re.sub(r"\bmessage (\d+)( \('[^']*'\))?", back, str(e))
+    index = e.index
+    if index is not None and 0 <= index < len(origin):
+        index = origin[index] if origin[index] != -1 else None
+    if isinstance(e, UnsafeContentError):
+        return UnsafeContentError(text, index=index, offset=e.offset, delimiter=e.delimiter, format=e.format)
+    return type(e)(text, index=index, format=e.format)
+
+
+# How an error names the part of a message a structural turn holds.
+_PARTS = {
+    "reasoning": "its reasoning_content",
+    "tool_call": "the name of its tool call {}",
+    "tool_args": "the arguments of its tool call {}",
+}
+
+
+def _folded_spans(found: list[Span | None], origin: list[int], roles: list[str], n: int) -> list[Span | None]:
+    """One span per caller's message: the turns its reasoning and calls were written as, joined.
+
+    Its content span is that of its own turn (the answer), when it has one.
+    """
+    out: list[Span | None] = [None] * n
+    for k, sp in enumerate(found):
+        i = origin[k] if k < len(origin) else -1
+        if sp is None or i < 0:
+            continue
+        o = out[i]
+        if o is None:
+            out[i] = sp
+            continue
+        own = sp if roles[k] not in _STRUCTURAL else o
+        out[i] = Span(min(o.start, sp.start), max(o.end, sp.end), own.content_start, own.content_end)
+    return out
+
+
 def _same(role: str) -> str:
     return role
 
@@ -1092,6 +1288,8 @@ def _find_delimiter(text: str, anywhere: list[str], at_start: list[str]) -> tupl
 def _model_roles(msgs: list[Any]) -> tuple[str, ...]:
     """The roles of a list of Message objects; () for anything else."""
     try:
-        return tuple([m.role for m in msgs if type(m) is Message])
+        roles = tuple([m.role for m in msgs if type(m) is Message])
     except TypeError:  # pragma: no cover
         return ()
+    # A message with reasoning or tool calls takes the full path (the fast one writes contents only).
+    return () if has_structure(msgs) else roles

@@ -28,7 +28,7 @@ from lark.lexer import PatternStr
 from lark.load_grammar import GrammarBuilder, _literal_to_pattern
 
 from ._errors import GrammarError
-from ._ir import Alt, Cond, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
+from ._ir import STRUCTURAL, Alt, Cond, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
 
 __all__ = ["HEADER_KEYS", "GrammarSpec", "load_grammar", "read_header"]
 
@@ -58,6 +58,7 @@ HEADER_KEYS: dict[str, str] = {
     "role-alias": "roles the template writes as another role: tool=ipython, chatbot=assistant",
     "order-error": "the template's reason when the role order is not allowed",
     "role-error": "the template's reason when a role is not allowed",
+    "tool-args": "how the template writes tool-call arguments given as a string: json (the default) or raw-string",
     "description": "one line saying what the format is",
 }
 _LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop"}
@@ -141,6 +142,7 @@ _CHOICES = {
     "system-at": ("first", "last-user"),
     "generation": ("on-request", "always"),
     "generation-elsewhere": ("refused", "nothing"),
+    "tool-args": ("json", "raw-string"),
 }
 
 
@@ -340,16 +342,18 @@ class _Builder:
         if name == GENERATION_RULE:
             return Gen(body)
         if name == GENERIC_RULE:
-            return Msg(role=None, rule=name, body=body)
+            return Msg(role=None, rule=str(name), body=body)
         role = self.message_role(name)
         if role is not None:
-            return Msg(role=role, rule=name, body=body)
+            return Msg(role=role, rule=str(name), body=body)
         return body
 
     def message_role(self, name: str) -> str | None:
         """The role a rule named ``role`` or ``role__variant`` stands for, if it is one."""
         base = name.split("__", 1)[0]
-        if self.roles is not None and base in self.roles and not name.startswith("_"):
+        if name.startswith("_"):
+            return None
+        if base in STRUCTURAL or (self.roles is not None and base in self.roles):
             return base
         return None
 

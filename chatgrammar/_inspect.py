@@ -9,7 +9,7 @@ from ._errors import ParseError, RenderError, UnsafeContentError, UnsupportedCon
 from ._format import Format
 from ._message import MessageLike, read_messages
 from ._registry import formats, get_format
-from ._results import Diagnostic
+from ._results import Diagnostic, Parsed
 
 __all__ = ["SAME_LANGUAGE", "detect", "validate"]
 
@@ -70,7 +70,9 @@ def detect(text: str, candidates: Sequence[str | Format] | None = None) -> list[
     scored: list[tuple[float, int, str]] = []
     for order, name in enumerate(names):
         fmt = get_format(name)
-        parsed = fmt.parse(text, strict=False, spans=True)
+        # The reading with reasoning and tool calls as turns of their own: their text is content.
+        parsed = fmt._parse_flat(text, False, True, {})
+        assert isinstance(parsed, Parsed)
         if any(d.code not in _MILD for d in parsed.diagnostics):
             continue
         spans = parsed.spans or []

@@ -12,9 +12,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 DROPPED = "__dropped"  # the suffix of a message rule the template writes nothing for
+READ_ONLY = "__read"  # the suffix of a message rule only read (what a model writes), never rendered
+
+# Structural roles: the parts of a message that a format writes as turns of their own kind.
+# Rules named after them are messages of the compiled automaton; ``_structure`` turns them
+# into the Hugging Face fields of the message they belong to, and back.
+REASONING = "reasoning"  # an assistant's thinking (reasoning_content), written before its answer
+TOOL_CALL = "tool_call"  # the name of one tool call of the assistant message before it
+TOOL_ARGS = "tool_args"  # that call's arguments, as JSON text
+TOOL_DEF = "tool_def"  # one tool definition (render's tools=...), as JSON text
+STRUCTURAL = (REASONING, TOOL_CALL, TOOL_ARGS, TOOL_DEF)
 
 __all__ = [
     "DROPPED",
+    "READ_ONLY",
+    "REASONING",
+    "STRUCTURAL",
+    "TOOL_ARGS",
+    "TOOL_CALL",
+    "TOOL_DEF",
+    "read_only_removed",
     "Alt",
     "Cond",
     "Gen",
@@ -96,6 +113,10 @@ class Msg(Node):
     def dropped(self) -> bool:
         return self.rule.endswith(DROPPED)
 
+    @property
+    def read_only(self) -> bool:
+        return self.rule.endswith(READ_ONLY)
+
 
 @dataclass(eq=False)
 class Cond(Node):
@@ -144,6 +165,28 @@ def silent_removed(node: Node) -> Node:
         return Opt(silent_removed(node.item))
     if isinstance(node, Star):
         return Star(silent_removed(node.item))
+    return node
+
+
+def read_only_removed(node: Node) -> Node | None:
+    """The structure the renderer writes: without the parts only read (``role__read`` rules).
+
+    None when nothing is left to write (a sequence holding a read-only message).
+    """
+    if isinstance(node, Msg):
+        return None if node.read_only else node
+    if isinstance(node, Seq):
+        items = [read_only_removed(i) for i in node.items]
+        return None if any(i is None for i in items) else Seq(tuple(i for i in items if i is not None))
+    if isinstance(node, Alt):
+        alts = [a for a in (read_only_removed(i) for i in node.items) if a is not None]
+        return Alt(tuple(alts)) if len(alts) > 1 else alts[0] if alts else None
+    if isinstance(node, Opt):
+        inner = read_only_removed(node.item)
+        return Opt(inner) if inner is not None else Seq(())
+    if isinstance(node, Star):
+        inner = read_only_removed(node.item)
+        return Star(inner) if inner is not None else Seq(())
     return node
 
 

@@ -197,7 +197,8 @@ def _contested_slots(compiled: Compiled) -> set[int]:
     for shape in compiled.shapes.values():
         pieces = shape.pieces
         k = next(i for i, p in enumerate(pieces) if not isinstance(p, str))
-        opening = "".join(p for p in pieces[:k] if isinstance(p, str)) + f"|{pieces[k][0]}"
+        # The kind of the slot's piece ("c" content, "?" content in an optional group, "r" role).
+        opening = "".join(p for p in pieces[:k] if isinstance(p, str)) + ("|r" if pieces[k][0] == "r" else "|c")
         by_opening.setdefault(opening, []).append(shape.content)
     contested = {id(s) for slots in by_opening.values() if len(slots) > 1 for s in slots}
     # A content that ends its message is ended by what follows it: without that lookahead

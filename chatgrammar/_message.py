@@ -18,8 +18,15 @@ class Message(BaseModel):
     ``complete`` is ``False`` for a turn the text leaves open: the generation
     prompt at the end of a prompt (content ``""``) or a prefilled assistant reply.
 
+    The other fields are Hugging Face's, and None when absent (``repr`` leaves them out):
+    ``reasoning_content`` (an assistant's thinking), ``tool_calls`` (an assistant's calls,
+    ``[{"type": "function", "id": ..., "function": {"name": ..., "arguments": {...}}}]``),
+    and for a ``tool`` message, ``tool_call_id`` and ``name``.
+
     >>> Message(role="user", content="Hi")
     Message(role='user', content='Hi', complete=True)
+    >>> Message(role="assistant", content="", reasoning_content="Greet back.")
+    Message(role='assistant', content='', complete=True, reasoning_content='Greet back.')
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -27,9 +34,32 @@ class Message(BaseModel):
     role: str
     content: str
     complete: bool = True
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            if value is not None or key in _CORE:
+                yield key, value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a Hugging Face style dict: fields that are None left out, ``complete`` only when False."""
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if not self.complete:
+            d["complete"] = False
+        for key in _EXTRAS:
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        return d
 
 
 MessageLike = Message | Mapping[str, Any]
+_CORE = ("role", "content", "complete")
+_EXTRAS = ("reasoning_content", "tool_calls", "tool_call_id", "name")
+NONE_EXTRAS: dict[str, None] = dict.fromkeys(_EXTRAS)
 
 
 def _slot_setters() -> tuple[Any, ...] | None:
@@ -59,7 +89,7 @@ def make_message(role: str, content: str, complete: bool = True) -> Message:
         return Message(role=role, content=content, complete=complete)
     new, set_dict, set_fields, set_extra, set_private = BUILD
     m = new(Message)
-    set_dict(m, {"role": role, "content": content, "complete": complete})
+    set_dict(m, {"role": role, "content": content, "complete": complete, **NONE_EXTRAS})
     # What Message(role=..., content=...) records as set: "complete" only when given.
     set_fields(m, {"role", "content"} if complete else {"role", "content", "complete"})
     set_extra(m, None)
@@ -72,8 +102,7 @@ _FIELDS = frozenset(Message.model_fields)
 
 def _same_as_validated(role: str, content: str, complete: bool) -> bool:
     made = make_message(role, content, complete)
-    kwargs = {} if complete else {"complete": False}
-    real = Message(role=role, content=content, **kwargs)
+    real = Message(role=role, content=content) if complete else Message(role=role, content=content, complete=False)
     return (
         made == real
         and made.model_dump() == real.model_dump()

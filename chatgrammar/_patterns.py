@@ -58,8 +58,18 @@ class SlotRules:
     pattern: str = ""  # matches one or more characters
 
 
-def derive_slot_rules(start: Node, tokens: Iterable[str], markers: Iterable[str], origin: str) -> dict[int, SlotRules]:
-    """SlotRules for every slot occurrence, keyed by ``id(slot)``; fills ``slot.pattern``."""
+def derive_slot_rules(
+    start: Node,
+    tokens: Iterable[str],
+    markers: Iterable[str],
+    origin: str,
+    refused: dict[int, list[str]] | None = None,
+) -> dict[int, SlotRules]:
+    """SlotRules for every slot occurrence, keyed by ``id(slot)``; fills ``slot.pattern``.
+
+    ``refused`` adds strings a slot refuses anywhere (by ``id(slot)``): the literals that
+    open a structure, for plain content.
+    """
     tokens = [t for t in dict.fromkeys(tokens) if t]
     markers = [m for m in dict.fromkeys(markers) if m]
     cores = tokens + markers
@@ -75,7 +85,7 @@ def derive_slot_rules(start: Node, tokens: Iterable[str], markers: Iterable[str]
             # Whitespace then a token: the token ends the content, and the pattern's final
             # lookbehind gives the whitespace back. Checking every space would cost speed.
             stops = [s for s in stops if not _whitespace_then_core(s, cores)]
-        r.anywhere = list(tokens) + ["\n" + m for m in markers] + stops
+        r.anywhere = list(tokens) + ["\n" + m for m in markers] + stops + (refused or {}).get(id(atom), [])
         if atom.field == "role":
             r.anywhere.append("\n")
         r.at_end = ends

@@ -76,7 +76,7 @@ class Reader:
         self.accepting = list(dfa.accepting)
         self.alts: list[list[Alt]] = []
         self.alt_of: list[dict[int, int]] = []  # per state: outer group -> index of its alternative
-        self.table: list[tuple[Callable[[str, int], re.Match[str] | None], dict[int, tuple[Any, ...]]] | None] = []
+        self.table: list[list[Any] | None] = []  # per state: [match, actions] (see _scanner.Alternation)
         for state in range(len(dfa.transitions)):
             turns, gens, lits = scanner._alternatives(state, 0)
             alts = turns + gens + lits
@@ -89,6 +89,8 @@ class Reader:
         # shared by every user of its format.
         self._local = threading.local()
         self._content: dict[int, tuple[list[str], Callable[[str], object], bool]] = {}
+        # Each form's continuations by their first character, and the length of the longest.
+        self._firsts: dict[int, tuple[dict[str, list[str]], int]] = {}
         self._lead_cache: dict[tuple[int, int], list[str]] = {}
         self.bos = compiled.spec.terminals[compiled.spec.header["bos"]] if compiled.spec.header.get("bos") else None
         openings = set()
@@ -113,8 +115,8 @@ class Reader:
         m = entry[0](text, pos)
         if m is None:
             return None
-        self._local.alt = self.alt_of[state][m.lastindex]  # type: ignore[index]
-        action = entry[1][m.lastindex]  # type: ignore[index]
+        self._local.alt = self.alt_of[state][m.lastindex]
+        action = entry[1][m.lastindex]
         kind, target, role, role_group, content_group, inverse, reader, variables, own, marks = action
         for group, _name, check in variables:
             if not check(m[group]):
@@ -508,11 +510,20 @@ class Reader:
         tail = text[cstart:]
         after, fullmatch, trims = self._content_info(form)
         trimmed = len(tail) - len(tail.rstrip()) if trims else 0
-        longest = max((len(a) for a in after), default=0) + trimmed
+        firsts = self._firsts.get(id(form))
+        if firsts is None:  # the continuations by their first character, and the longest one
+            by_first: dict[str, list[str]] = {}
+            for a in after:
+                by_first.setdefault(a[0], []).append(a)
+            firsts = self._firsts[id(form)] = (by_first, max((len(a) for a in after), default=0))
+        starting, longest = firsts
+        longest += trimmed
         chosen: tuple[str, str, str] | None = None
         for k in range(max(0, len(tail) - longest), len(tail) + 1):
+            if k < len(tail) and tail[k] not in starting and not (trims and tail[k].isspace()):
+                continue  # no continuation starts with that character: not a partial delimiter
             suffix, content = tail[k:], tail[:k]
-            closes = _closes(suffix, after, trims)
+            closes = _closes(suffix, starting.get(suffix[:1], []), trims)
             if closes is None or (content and fullmatch(content) is None):
                 continue
             chosen = (content, suffix, closes)
@@ -541,7 +552,9 @@ class Reader:
                 and shape.content.transform in ("strip", "rstrip", "strip_nl", "rstrip_nl")
                 for shape in self.c.shapes.values()
             )
-            info = (self.continuations(form), re.compile(form.content_pattern).fullmatch, trims)
+            # Shortest first: what _closes tries.
+            after = sorted(self.continuations(form), key=len)
+            info = (after, re.compile(form.content_pattern).fullmatch, trims)
             self._content[id(form)] = info
         return info
 
@@ -616,12 +629,14 @@ def json_repr(s: str) -> str:
 def _closes(suffix: str, after: list[str], trims: bool) -> str | None:
     """What would complete ``suffix`` into a text that can follow the content; None if nothing.
 
+    ``after``: the continuations that may start with ``suffix`` (shortest first).
+
     ``""``: nothing is missing (the text ends in the content, or in whitespace that the
     template trims from it, which the content may yet continue).
     """
     if not suffix or (trims and not suffix.strip()):
         return ""  # the text ends in the content, or in whitespace the template trims from it
-    for a in sorted(after, key=len):
+    for a in after:  # shortest first
         if a.startswith(suffix):
             return a[len(suffix) :]
     return None

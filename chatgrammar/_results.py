@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ._errors import line_column
 from ._message import Message
@@ -16,7 +17,11 @@ __all__ = [
     "MessageEnd",
     "MessageStart",
     "Parsed",
+    "ReasoningDelta",
     "Span",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
 ]
 
 
@@ -87,21 +92,26 @@ class Parsed(list[Message]):
 
     * ``spans``: one ``Span`` per message when asked for (``spans=True``), else None;
     * ``diagnostics``: what a tolerant parse (``strict=False``) could not read as
-      the format, or found truncated; empty for a text that parses strictly.
+      the format, or found truncated, and tool-call arguments that are not JSON (kept
+      as text); empty for a text that parses strictly and holds no such arguments;
+    * ``tools``: the tool definitions the text lists (render's ``tools=``), or None.
     """
 
     spans: list[Span] | None
     diagnostics: list[Diagnostic]
+    tools: list[Any] | None
 
     def __init__(
         self,
         messages: Iterable[Message] = (),
         spans: list[Span] | None = None,
         diagnostics: list[Diagnostic] | None = None,
+        tools: list[Any] | None = None,
     ) -> None:
         super().__init__(messages)
         self.spans = spans
         self.diagnostics = [] if diagnostics is None else diagnostics
+        self.tools = tools
 
     @property
     def ok(self) -> bool:
@@ -154,4 +164,38 @@ class MessageEnd:
     complete: bool = True
 
 
-Event = MessageStart | ContentDelta | MessageEnd
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """More thinking of message ``index`` (an answer); the deltas join to its ``reasoning_content``."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """Tool call ``index`` (counted within its message) of message ``message`` begins: its name is known."""
+
+    index: int
+    name: str
+    message: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """More of the arguments of tool call ``index``: JSON text as the model writes it (join the deltas)."""
+
+    index: int
+    arguments_text: str
+    message: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """Tool call ``index`` of message ``message`` is over (its arguments are whole)."""
+
+    index: int
+    message: int
+
+
+Event = MessageStart | ContentDelta | MessageEnd | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
-from ._ir import Gen, Lit, Msg, Slot
-from ._message import BUILD, Message, make_message
+from ._ir import STRUCTURAL, Gen, Lit, Msg, Slot
+from ._message import BUILD, NONE_EXTRAS, Message, make_message
 from ._patterns import date_check, re_escape
 from ._render import READERS, ROLE_TRANSFORMS, TRANSFORMS
 
@@ -29,7 +29,9 @@ _FOLD_DEPTH = 2  # literals folded into what follows them, per step
 # folded in before the message's own text (the positioned reader marks where that starts).
 Alt = tuple[list[RegexPart], tuple[Any, ...], int]
 
-Alternation = tuple[Callable[[str, int], "re.Match[str] | None"], dict[int, tuple[Any, ...]]]
+# [match, actions]: ``match`` compiles the alternation on its first call and puts the compiled
+# matcher in its place (a format has many states, and a text visits few of them).
+Alternation = list[Any]
 
 
 class Scanner:
@@ -39,6 +41,12 @@ class Scanner:
         self.table: list[Alternation | None] = []
         self._compiled = compiled
         self._finishes = dfa.finishing()
+        # The states from which a structural turn (reasoning, a call, a tool definition) is read.
+        self._structural_states = {
+            s
+            for s, trs in enumerate(dfa.transitions)
+            if any(isinstance(t.atom, Msg) and compiled.shapes[t.atom.rule].role in STRUCTURAL for t in trs)
+        }
         for state in range(len(dfa.transitions)):
             turns, gens, lits = self._alternatives(state, 0)
             # Each turn complete, then left open (only at the end of the text), in grammar
@@ -47,8 +55,11 @@ class Scanner:
             self.table.append(_alternation(turns + gens + lits, compiled.date_format))
         # Link each action to the entry of the state it leads to: [match, actions, accepting].
         entries: list[list[Any] | None] = [
-            [t[0], t[1], acc] if t else None for t, acc in zip(self.table, self.accepting, strict=True)
+            [*t, acc] if t else None for t, acc in zip(self.table, self.accepting, strict=True)
         ]
+        for e in entries:
+            if e is not None:
+                e[0] = _compiling(e, e[0].pattern)
         for e in entries:
             if e is not None:
                 e[1] = {g: (a[0], _end_entry(entries, a[1], self.accepting), *a[2:]) for g, a in e[1].items()}
@@ -83,6 +94,10 @@ class Scanner:
                     # Nothing of the message's own ends its content: what may follow it must
                     # (DeepSeek's system text, then a user turn or the end; not an answer).
                     regex = [*regex, _followed_by(compiled.rules[id(shape.content)].after)]
+                elif shape.ends_with_content and (leads := self._leads(t.target)) is not None:
+                    # Written empty it has no literal after its head: what follows tells it apart
+                    # (an answer before its tool calls, from a plain answer).
+                    regex = [*regex, _followed_by(leads)]
                 complete = (regex, (_MSG, t.target, shape.role, inv, reader), 0)
                 if self._finishes[t.target]:  # an open turn is the one that ends the document
                     opened = (shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader), 0)
@@ -95,7 +110,53 @@ class Scanner:
             elif isinstance(a, Gen):
                 role = None if compiled.gen_role_slot is not None else ASSISTANT
                 gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None), 0))
+        if compiled.structural:
+            turns = self._specific_first(turns)
         return turns, gens, lits
+
+    def _leads(self, state: int) -> list[str] | None:
+        """The literal texts the steps from ``state`` start with ("" for the end of the text).
+
+        None when a step starts with no literal of its own (a bare content, a date, a prompt
+        that writes nothing): then what follows cannot be told by its first characters.
+        """
+        compiled = self._compiled
+        out: list[str] = [""] if compiled.parse_dfa.accepting[state] else []
+        for t in compiled.parse_dfa.transitions[state]:
+            a = t.atom
+            lead = (
+                a.text
+                if isinstance(a, Lit)
+                else compiled.shapes[a.rule].lead
+                if isinstance(a, Msg)
+                else compiled.gen_text
+                if isinstance(a, Gen)
+                else None
+            )
+            if not lead:
+                return None
+            out.append(lead)
+        return out
+
+    def _specific_first(self, turns: list[Alt]) -> list[Alt]:
+        """Turns ordered so that a structure is read before plain content could swallow it.
+
+        A turn with a longer literal head first (a tool result before the user turn it is
+        written in); then one that leads into a structural turn (the answer before its tool
+        calls, the system message before the tool definitions). Otherwise grammar order.
+        """
+        structural = self._structural_states
+
+        def key(alt: Alt) -> tuple[int, int]:
+            parts, action, folded = alt
+            lead = 0
+            for p in parts[folded:]:
+                if not isinstance(p, str) or p in ("(?:", ")?"):
+                    break
+                lead += len(p)
+            return (-lead, 0 if action[1] in structural else 1)
+
+        return sorted(turns, key=key)
 
     def scan(self, text: str, found: dict[str, str] | None = None) -> list[Message] | None:
         """The messages of ``text``, or None when it is not a document of the format.
@@ -146,7 +207,7 @@ class Scanner:
                 append(make_message(role, content, complete))
             else:  # make_message, inlined: this loop runs once per message of every document
                 msg = new(Message)
-                set_dict(msg, {"role": role, "content": content, "complete": complete})
+                set_dict(msg, {"role": role, "content": content, "complete": complete, **NONE_EXTRAS})
                 set_fields(msg, {"role", "content"} if complete else {"role", "content", "complete"})
                 set_extra(msg, None)
                 set_private(msg, None)
@@ -252,7 +313,21 @@ def _alternation(alts: list[Alt], date_format: str | None = None, marks: bool = 
         actions[outer] = (kind, target, role, role_group, content_group, inverse, reader, tuple(variables))
         if marks:
             actions[outer] += (own_mark, tuple(content_marks))
-    return re.compile("".join(out)).match, actions
+    holder: Alternation = [None, actions]
+    holder[0] = _compiling(holder, "".join(out))
+    return holder
+
+
+def _compiling(holder: list[Any], pattern: str) -> Callable[[str, int], re.Match[str] | None]:
+    """A matcher that compiles ``pattern`` when first called and puts the compiled one in ``holder[0]``."""
+
+    def match(text: str, pos: int) -> re.Match[str] | None:
+        compiled = re.compile(pattern).match
+        holder[0] = compiled  # concurrent first calls compile twice, harmlessly (re caches)
+        return compiled(text, pos)
+
+    match.pattern = pattern  # type: ignore[attr-defined]
+    return match
 
 
 def _parts_before_content(parts: list[RegexPart]) -> int:

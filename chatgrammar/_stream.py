@@ -7,12 +7,24 @@ from typing import Any
 
 from ._errors import ParseError
 from ._format import Format, _Variant
+from ._ir import REASONING, TOOL_ARGS, TOOL_CALL, TOOL_DEF
 from ._message import Message
 from ._reader import json_repr, unescape
 from ._registry import get_format
-from ._results import ContentDelta, Event, MessageEnd, MessageStart
+from ._results import (
+    ContentDelta,
+    Event,
+    MessageEnd,
+    MessageStart,
+    ReasoningDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 
 __all__ = ["StreamParser"]
+
+ASSISTANT = "assistant"
 
 
 class StreamParser:
@@ -27,6 +39,13 @@ class StreamParser:
     document of the format raises ParseError (positioned in the whole text) from
     ``feed`` or ``close``. What is kept between chunks is the turn being read, not the
     text before it.
+
+    For a format that writes reasoning and tool calls, an answer's thinking arrives as
+    ``ReasoningDelta(index, text)`` and each of its calls as ``ToolCallStart(index, name,
+    message)``, ``ToolCallDelta(index, arguments_text, message)`` and ``ToolCallEnd(index,
+    message)``, where ``index`` counts the calls of message ``message``; partial tags are
+    held back like any delimiter. Since calls may follow an answer, its ``MessageEnd``
+    comes when the next turn starts, or at ``close()``.
 
     >>> p = StreamParser("chatml")
     >>> p.feed("<|im_start|>user\nHi<|im_e")
@@ -60,6 +79,7 @@ class StreamParser:
         self._dropped = self._variant.planner.has_dropped
         self._tables = _tables(self._variant)
         self._hold = self._tables.hold
+        self._folder = _Folder() if self._variant.compiled.structural else None
 
     # -- public ------------------------------------------------------------------
 
@@ -71,6 +91,11 @@ class StreamParser:
             raise TypeError(f"feed() takes a str, not {type(chunk).__name__}")
         if not chunk:
             return []
+        if self._folder is not None:
+            return self._folder.fold(self._feed(chunk))
+        return self._feed(chunk)
+
+    def _feed(self, chunk: str) -> list[Event]:
         self._buf += chunk
         cur = self._cur
         if cur is not None and cur[6]:
@@ -86,6 +111,12 @@ class StreamParser:
         """End the text: the remaining events. Raises ParseError if the text is not complete."""
         if self._closed:
             return []
+        events = self._close()
+        if self._folder is not None:
+            return self._folder.fold(events, final=True)
+        return events
+
+    def _close(self) -> list[Event]:
         self._closed = True
         events = self._advance(final=True)
         if self._buf:
@@ -311,3 +342,108 @@ def _tables(variant: _Variant) -> _Tables:
         tables = _Tables(variant)
         variant._stream_tables = tables  # type: ignore[attr-defined]
     return tables
+
+
+class _Folder:
+    """The events of structural turns folded into those of the messages they belong to.
+
+    The flat reading has the reasoning, each call's name and arguments, and the tool
+    definitions as turns of their own (see ``_structure``); the caller sees an answer's
+    ``ReasoningDelta`` and its ``ToolCall*`` events, numbered as ``parse`` numbers messages.
+    """
+
+    def __init__(self) -> None:
+        self.next = 0  # the next message index
+        self.parts: dict[int, tuple[str, int, int]] = {}  # flat index -> (kind, message, call index)
+        self.names: dict[int, list[str]] = {}  # flat index of a call's name -> its text so far
+        self.owner: int | None = None  # the answer calls attach to
+        self.calls = 0  # calls of that answer so far
+        self.thinking: int | None = None  # a message opened by its reasoning, waiting for its answer
+        self.deferred: tuple[int, bool] | None = None  # an answer's end, held while calls may follow
+
+    def fold(self, events: list[Event], final: bool = False) -> list[Event]:
+        out: list[Event] = []
+        for e in events:
+            if isinstance(e, MessageStart):
+                self._start(e, out)
+            elif isinstance(e, ContentDelta):
+                kind, k, c = self.parts[e.index]
+                if kind == "msg":
+                    out.append(ContentDelta(k, e.text))
+                elif kind == REASONING:
+                    out.append(ReasoningDelta(k, e.text))
+                elif kind == TOOL_CALL:
+                    self.names[e.index].append(e.text)
+                elif kind == TOOL_ARGS:
+                    out.append(ToolCallDelta(c, e.text, k))
+            elif isinstance(e, MessageEnd):
+                self._end(e, out)
+        if final:
+            self._flush(out)
+        return out
+
+    def _start(self, e: MessageStart, out: list[Event]) -> None:
+        role = e.role
+        if role == TOOL_DEF:  # the tools of the prompt: in parse's .tools, not a message
+            self.parts[e.index] = (TOOL_DEF, -1, 0)
+            return
+        if role == TOOL_ARGS:
+            assert self.owner is not None
+            self.parts[e.index] = (TOOL_ARGS, self.owner, self.calls - 1)
+            return
+        if role == TOOL_CALL:
+            if self.owner is None:  # calls with no answer before them: an answer with no content
+                self.owner = self._open(ASSISTANT, out)
+                self.calls = 0
+                self.deferred = (self.owner, True)
+            self.parts[e.index] = (TOOL_CALL, self.owner, self.calls)
+            self.names[e.index] = []
+            self.calls += 1
+            return
+        if role == REASONING:
+            self.thinking = self._open(ASSISTANT, out)
+            self.parts[e.index] = (REASONING, self.thinking, 0)
+            return
+        if role == ASSISTANT and self.thinking is not None:
+            k, self.thinking = self.thinking, None
+        else:
+            k = self._open(role, out)
+        self.parts[e.index] = ("msg", k, 0)
+        self.owner, self.calls = (k, 0) if role == ASSISTANT else (None, 0)
+
+    def _open(self, role: str, out: list[Event]) -> int:
+        self._flush(out)
+        k = self.next
+        self.next += 1
+        out.append(MessageStart(k, role))
+        return k
+
+    def _end(self, e: MessageEnd, out: list[Event]) -> None:
+        kind, k, c = self.parts[e.index]
+        if kind == TOOL_DEF:
+            return
+        if kind == REASONING:
+            if not e.complete:  # the text stops while the model thinks
+                self.deferred = (k, False)
+            return
+        if kind == TOOL_CALL:
+            out.append(ToolCallStart(c, "".join(self.names.pop(e.index)), k))
+            if not e.complete:
+                self.deferred = (k, False)
+            return
+        if kind == TOOL_ARGS:
+            if e.complete:
+                out.append(ToolCallEnd(c, k))
+            held = self.deferred[1] if self.deferred is not None and self.deferred[0] == k else True
+            self.deferred = (k, held and e.complete)
+            return
+        if k == self.owner:  # an answer: its calls may follow
+            self.deferred = (k, e.complete)
+        else:
+            out.append(MessageEnd(k, e.complete))
+
+    def _flush(self, out: list[Event]) -> None:
+        if self.deferred is not None:
+            out.append(MessageEnd(*self.deferred))
+            self.deferred = None
+        self.owner = None

@@ -17,10 +17,11 @@ from typing import Any
 from ._compiler import ASSISTANT
 from ._errors import UnsupportedConversationError
 from ._format import Format
-from ._ir import Gen, Lit, Msg
+from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_DEF, Gen, Lit, Msg
 from ._message import Message
 from ._registry import formats, get_format
 from ._render import READERS
+from ._structure import collapse, tojson
 
 try:
     from hypothesis import strategies as st
@@ -42,20 +43,18 @@ class Conversation:
     add_generation_prompt: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     date: datetime.date | None = None
+    tools: list[Any] | None = None
 
     def render_args(self) -> dict[str, Any]:
         """The keyword arguments of render and normalize for this conversation."""
-        return {"add_generation_prompt": self.add_generation_prompt, "date": self.date, **self.options}
+        args = {"add_generation_prompt": self.add_generation_prompt, "date": self.date, **self.options}
+        if self.tools is not None:
+            args["tools"] = self.tools
+        return args
 
     def dicts(self) -> list[dict[str, Any]]:
         """The messages as Hugging Face style dicts (``complete`` only when False)."""
-        out: list[dict[str, Any]] = []
-        for m in self.messages:
-            d: dict[str, Any] = {"role": m.role, "content": m.content}
-            if not m.complete:
-                d["complete"] = False
-            out.append(d)
-        return out
+        return [m.to_dict() for m in self.messages]
 
 
 def delimiter_pieces() -> list[str]:
@@ -125,6 +124,7 @@ def conversations(
     fixed_roles = {s.role for s in c.shapes.values() if s.role is not None} | set(c.spec.header.get("role-alias", {}))
     generic_roles = [r for r in ["system", "user", ASSISTANT, *EXTRA_ROLES] if r not in fixed_roles]
     distance = _distance_to_accept(f)
+    raw_args = c.spec.header.get("tool-args") == "raw-string"
     state, msgs = 0, list[Message]()
     can_open = True
     while True:
@@ -136,31 +136,72 @@ def conversations(
             steps = [min(steps, key=lambda t: distance[t.target])]  # type: ignore[arg-type,return-value]
         t = draw(st.sampled_from(steps))
         if isinstance(t.atom, Msg) and t.atom.dropped:  # a message the template writes nothing for
-            msgs.append(Message(role=t.atom.role or "system", content=draw(content)))
+            role = t.atom.role or "system"
+            msgs.append(Message(role=role, content=draw(_structural_content(role, content, raw_args))))
             can_open = False
         elif isinstance(t.atom, Msg):
             shape = c.shapes[t.atom.rule]
             role = shape.role or draw(st.sampled_from(generic_roles))
-            msgs.append(Message(role=role, content=draw(content)))
-            can_open = shape.content.transform not in READERS
+            msgs.append(Message(role=role, content=draw(_structural_content(role, content, raw_args))))
+            can_open = shape.content.transform not in READERS and role not in STRUCTURAL
         state = t.target
     if c.spec.header.get("system-at") == "last-user":
         # The automaton is in the order of the text; the caller puts the system message first.
         systems = [m for m in msgs if m.role == "system"]
         msgs = systems + [m for m in msgs if m.role != "system"]
+    tools: list[Any] | None = None
+    if c.structural:  # the turns of reasoning, calls and tool definitions, folded as render takes them
+        folded = collapse(msgs)
+        msgs, tools = folded.messages, folded.tools
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
     options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
     if allow_open and can_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
         last = msgs[-1]
-        opened = [*msgs[:-1], Message(role=last.role, content=last.content, complete=False)]
+        opened = [*msgs[:-1], last.model_copy(update={"complete": False})]
         try:  # a turn written bare, where it would read as another, cannot be left open
-            f.render(opened, on_unsafe="allow", **options)
+            f.render(opened, on_unsafe="allow", tools=tools, **options)
         except UnsupportedConversationError:
             pass
         else:
             msgs = opened
     date = draw(st.one_of(st.none(), st.dates(datetime.date(1990, 1, 1), datetime.date(2099, 12, 31))))
-    return Conversation(msgs, gen, options, date)
+    return Conversation(msgs, gen, options, date, tools)
+
+
+_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,24}", fullmatch=True)
+_JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text()
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+_TOOL = st.builds(
+    lambda name, desc, props: {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": desc,
+            "parameters": {"type": "object", "properties": {k: {"type": "string"} for k in props}},
+        },
+    },
+    _NAMES,
+    st.text(max_size=30),
+    st.lists(_NAMES, max_size=3),
+)
+
+
+def _structural_content(role: str, content: st.SearchStrategy[str], raw_args: bool) -> st.SearchStrategy[str]:
+    """What a structural turn holds, as the format writes it: a name, JSON arguments, a tool's JSON."""
+    if role == TOOL_CALL:
+        return st.one_of(_NAMES, content.filter(bool))
+    if role == TOOL_ARGS:
+        args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(tojson)
+        return st.one_of(args, content) if raw_args else args
+    if role == TOOL_DEF:
+        return _TOOL.map(tojson)
+    return content
 
 
 def _distance_to_accept(f: Format) -> list[int | None]:

@@ -64,7 +64,11 @@ FIXED_DATE = render_reference.FIXED_NOW.date()
 
 
 def render(
-    fmt: Format, messages: list[Message], add_generation_prompt: bool = False, options: dict[str, Any] | None = None
+    fmt: Format,
+    messages: list[Message],
+    add_generation_prompt: bool = False,
+    options: dict[str, Any] | None = None,
+    tools: list[Any] | None = None,
 ) -> str:
     """What the format's real template renders, apply_chat_template style, on FIXED_DATE.
 
@@ -78,7 +82,9 @@ def render(
         **e.get("render_kwargs", {}),
         **(options or {}),
     )
-    dicts = [{"role": m.role, "content": m.content} for m in messages]
+    if tools is not None:
+        kwargs["tools"] = tools
+    dicts = [{k: v for k, v in m.to_dict().items() if k != "complete"} for m in messages]
     src = _source(e["template_file"])
     if messages and not messages[-1].complete:
         if not messages[-1].content:  # an open turn with nothing in it is the generation prompt

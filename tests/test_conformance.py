@@ -59,7 +59,7 @@ def _ours(fmt: cg.Format, conv: Conversation) -> str | cg.ChatGrammarError:
 
 def _theirs(fmt: cg.Format, conv: Conversation) -> str | TemplateRaised:
     try:
-        return reference.render(fmt, conv.messages, conv.add_generation_prompt, conv.options)
+        return reference.render(fmt, conv.messages, conv.add_generation_prompt, conv.options, conv.tools)
     except TemplateRaised as e:
         return e
 

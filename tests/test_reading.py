@@ -3,10 +3,12 @@ spans, tolerant parse of truncated text, completions, streaming, detection, vali
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import find, given, reject, settings
 from hypothesis import strategies as st
-from hypothesis.errors import FailedHealthCheck, NoSuchExample
+from hypothesis.errors import NoSuchExample
 
 import chatgrammar as cg
 from chatgrammar.testing import Conversation, conversations, safe_contents
@@ -25,21 +27,55 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
     """The messages a stream of events describes; checks the events are well formed."""
     roles: dict[int, str] = {}
     contents: dict[int, list[str]] = {}
+    thinking: dict[int, list[str]] = {}
+    calls: dict[int, list[tuple[str, list[str], bool]]] = {}
     ended: dict[int, bool] = {}
     for e in events:
         if isinstance(e, cg.MessageStart):
             assert e.index == len(roles), f"message {e.index} started out of order"
             roles[e.index] = e.role
-            contents[e.index] = []
+            contents[e.index], thinking[e.index], calls[e.index] = [], [], []
         elif isinstance(e, cg.ContentDelta):
             assert e.index in roles and e.index not in ended and e.text
             contents[e.index].append(e.text)
+        elif isinstance(e, cg.ReasoningDelta):
+            assert e.index in roles and e.index not in ended and e.text
+            thinking[e.index].append(e.text)
+        elif isinstance(e, cg.ToolCallStart):
+            assert e.message in roles and e.message not in ended and e.index == len(calls[e.message])
+            calls[e.message].append((e.name, [], False))
+        elif isinstance(e, cg.ToolCallDelta):
+            name, parts, done = calls[e.message][e.index]
+            assert not done and e.arguments_text
+            parts.append(e.arguments_text)
+        elif isinstance(e, cg.ToolCallEnd):
+            name, parts, done = calls[e.message][e.index]
+            assert not done
+            calls[e.message][e.index] = (name, parts, True)
         else:
             assert isinstance(e, cg.MessageEnd)
             assert e.index in roles and e.index not in ended
             ended[e.index] = e.complete
     assert sorted(ended) == sorted(roles), "a message started and never ended"
-    return [cg.Message(role=roles[i], content="".join(contents[i]), complete=ended[i]) for i in sorted(roles)]
+    out = []
+    for i in sorted(roles):
+        fields: dict[str, object] = {}
+        if thinking[i]:
+            fields["reasoning_content"] = "".join(thinking[i])
+        if calls[i]:
+            fields["tool_calls"] = [_call(name, "".join(parts), done) for name, parts, done in calls[i]]
+        out.append(cg.Message(role=roles[i], content="".join(contents[i]), complete=ended[i], **fields))
+    return out
+
+
+def _call(name: str, arguments: str, done: bool) -> dict[str, object]:
+    value: object = arguments
+    if done:
+        try:
+            value = json.loads(arguments)
+        except ValueError:
+            pass
+    return {"type": "function", "function": {"name": name, "arguments": value}}
 
 
 # -- spans ---------------------------------------------------------------------
@@ -145,7 +181,8 @@ def test_every_cut_of_a_text_reads_tolerantly(name: str, data: st.DataObject) ->
     cut = data.draw(st.integers(0, len(text)))
     head = text[:cut]
     got = fmt.parse(head, strict=False, spans=True)
-    assert all(d.code == "truncated" for d in got.diagnostics), [str(d) for d in got.diagnostics]
+    # Only cuts, and tool-call arguments given as text that is not JSON (kept as text).
+    assert all(d.code in ("truncated", "invalid-arguments") for d in got.diagnostics), [str(d) for d in got.diagnostics]
     assert got.spans is not None
     last = 0
     for m, s in zip(got, got.spans, strict=True):
@@ -213,11 +250,9 @@ def test_strict_parse_still_raises() -> None:
     [
         pytest.param(
             n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=FailedHealthCheck,
-                reason="its generation prompt opens <think>, which the answer's turn does not write: "
-                "completions after a prefilled <think> are issue 6",
+            marks=pytest.mark.skip(
+                reason="its history drops an answer's reasoning, so no render extends the prompt: "
+                "tests/test_tools.py reads its completions after the prefilled <think>"
             ),
         )
         if n == "deepseek-r1-distill"
@@ -416,8 +451,21 @@ def test_valid_renders_have_no_problems(name: str, data: st.DataObject) -> None:
     fmt = cg.get_format(name)
     conv = data.draw(conversations(fmt, content=safe_contents(fmt)))
     text = _render(fmt, conv)
-    assert cg.validate(text, fmt, **conv.options) == []
+    # Tool-call arguments given as text that is not JSON (written as they are) are reported.
+    not_json = sum(1 for m in conv.messages for c in m.tool_calls or [] if not _is_json(c["function"]["arguments"]))
+    found = cg.validate(text, fmt, **conv.options)
+    assert [d.code for d in found] == ["invalid-arguments"] * not_json
     assert [d.code for d in cg.validate(conv.messages, fmt, **conv.options) if d.code != "unknown-role"] == []
+
+
+def _is_json(arguments: object) -> bool:
+    if not isinstance(arguments, str):
+        return True
+    try:
+        json.loads(arguments)
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,369 @@
+"""Tool calls, tool definitions and reasoning: Hugging Face message fields <-> structural turns.
+
+A format writes an assistant's thinking, each of its tool calls and each tool definition as
+parts of the text with their own literals. Its grammar names those parts after structural
+roles (``reasoning``, ``tool_call``, ``tool_args``, ``tool_def``: see ``_ir``), so the compiled
+automaton reads and writes them as messages like any other, with their own content slot.
+This module is the bridge to the shapes ``apply_chat_template`` takes:
+
+* ``expand`` turns messages with ``reasoning_content`` / ``tool_calls`` and a ``tools`` list
+  into the flat sequence of turns the automaton writes (the reasoning before its answer, a
+  ``tool_call`` and ``tool_args`` turn per call after it, the tool definitions after the
+  leading system message);
+* ``collapse`` folds a reading back: reasoning into the next answer, calls into the answer
+  before them (arguments decoded from JSON; text that is not JSON is kept as it is and
+  reported), tool definitions into ``tools``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import RenderError, UnsupportedConversationError
+from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_DEF
+from ._message import _EXTRAS, Message, make_message
+from ._results import Diagnostic, Span
+
+__all__ = ["Expanded", "collapse", "expand", "has_structure", "tojson"]
+
+ASSISTANT = "assistant"
+_KEYS = frozenset(("role", "content", "complete", *_EXTRAS))
+
+
+def tojson(value: Any) -> str:
+    """JSON as Hugging Face's ``tojson`` filter writes it (``json.dumps``, non-ASCII kept)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def has_structure(messages: Sequence[Any]) -> bool:
+    """Whether any message carries a field beyond role, content and complete."""
+    for m in messages:
+        if isinstance(m, Message):
+            if m.reasoning_content is not None or m.tool_calls is not None:
+                return True
+            if m.tool_call_id is not None or m.name is not None:
+                return True
+        elif isinstance(m, Mapping) and len(m) > 2 and any(k in m for k in _EXTRAS):
+            return True
+    return False
+
+
+@dataclass
+class Expanded:
+    """The turns to write: roles, contents, whether the last is open, and where each came from."""
+
+    roles: list[str] = field(default_factory=list)
+    contents: list[str] = field(default_factory=list)
+    open_last: bool = False
+    origin: list[int] = field(default_factory=list)  # the caller's message index of each turn (-1: tools)
+
+
+def expand(
+    messages: Sequence[Any], tools: Sequence[Any] | None, written: frozenset[str], raw_string_args: bool, name: str
+) -> Expanded:
+    """The flat turns of ``messages`` and ``tools`` for a format that writes the structural roles ``written``.
+
+    Raises RenderError for malformed fields and UnsupportedConversationError for a part the
+    format does not write (tool calls for a format without them: never dropped silently).
+    """
+    out = Expanded()
+    open_index = -1
+    for i, m in enumerate(messages):
+        role, content, complete, extras = _read(m, i)
+        if role in STRUCTURAL:
+            raise RenderError(
+                f"message {i} has role {role!r}, which chatgrammar keeps for the parts of a message; "
+                "write reasoning as 'reasoning_content' and calls as 'tool_calls' of an assistant message",
+                index=i,
+            )
+        if not complete:
+            open_index = i
+        reasoning = extras.get("reasoning_content")
+        calls = extras.get("tool_calls")
+        if (reasoning is not None or calls is not None) and role != ASSISTANT:
+            key = "reasoning_content" if reasoning is not None else "tool_calls"
+            raise RenderError(
+                f"message {i} is a {role!r} message with {key!r}; only assistant messages have it", index=i
+            )
+        if reasoning:  # the templates write thinking only when there is some
+            if REASONING not in written:
+                raise UnsupportedConversationError(
+                    f"message {i} has reasoning_content, and {name} does not write reasoning; "
+                    "drop it (or move it into the content) to render this conversation",
+                    index=i,
+                    format=name,
+                )
+            out.roles.append(REASONING)
+            out.contents.append(reasoning)
+            out.origin.append(i)
+        out.roles.append(role)
+        out.contents.append(content)
+        out.origin.append(i)
+        if calls:
+            if TOOL_CALL not in written:
+                raise UnsupportedConversationError(
+                    f"message {i} has tool_calls, and {name} does not write tool calls", index=i, format=name
+                )
+            for k, call in enumerate(calls):
+                fname, args = _call(call, i, k)
+                out.roles += [TOOL_CALL, TOOL_ARGS]
+                out.contents += [fname, _args_text(args, raw_string_args, i, k)]
+                out.origin += [i, i]
+    if open_index != -1 and open_index != len(messages) - 1:
+        raise RenderError(
+            f"message {open_index} is open (complete=False) but is not the last message; "
+            "only the final turn of a conversation can be left open",
+            index=open_index,
+        )
+    out.open_last = open_index != -1
+    if tools:
+        if TOOL_DEF not in written:
+            raise UnsupportedConversationError(f"{name} does not write tool definitions (tools=...)", format=name)
+        if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Iterable):
+            raise RenderError(f"tools must be a list of JSON schemas, not {type(tools).__name__}")
+        defs = [_tool_text(t, k) for k, t in enumerate(tools)]
+        at = 1 if out.roles and out.roles[0] == "system" else 0
+        out.roles[at:at] = [TOOL_DEF] * len(defs)
+        out.contents[at:at] = defs
+        out.origin[at:at] = [-1] * len(defs)
+    if out.open_last and out.origin[-1] != open_index:
+        raise UnsupportedConversationError(
+            f"message {open_index} is open (complete=False), but {name} writes the tool definitions after it, "
+            "so it cannot end the text; leave it complete (complete=True)",
+            index=open_index,
+            format=name,
+        )
+    return out
+
+
+def _read(m: Any, i: int) -> tuple[Any, Any, bool, dict[str, Any]]:
+    if isinstance(m, Message):
+        extras = {k: getattr(m, k) for k in _EXTRAS if getattr(m, k) is not None}
+        return m.role, m.content, m.complete, extras
+    if not isinstance(m, Mapping):
+        raise RenderError(
+            f"message {i} is a {type(m).__name__}; expected a chatgrammar.Message or a dict with 'role' and 'content'",
+            index=i,
+        )
+    unknown = set(m) - _KEYS
+    if unknown:
+        names = ", ".join(sorted(repr(k) for k in unknown))
+        raise RenderError(
+            f"message {i} has keys this format does not know: {names}; a message holds 'role', 'content', "
+            "optionally 'complete', and Hugging Face's 'reasoning_content', 'tool_calls', 'tool_call_id', 'name'",
+            index=i,
+        )
+    if "role" not in m:
+        raise RenderError(f"message {i} has no 'role'", index=i)
+    content = m.get("content")
+    if content is None and m.get("tool_calls"):
+        content = ""  # an assistant message that only calls tools (OpenAI writes content None)
+    if content is None:
+        raise RenderError(f"message {i} has no 'content'", index=i)
+    role = m["role"]
+    if type(role) is not str:
+        raise RenderError(f"message {i}: 'role' must be a string, not {type(role).__name__}", index=i)
+    if type(content) is not str:
+        raise RenderError(f"message {i}: 'content' must be a string, not {type(content).__name__}", index=i)
+    complete = m.get("complete", True)
+    if type(complete) is not bool:
+        raise RenderError(f"message {i}: 'complete' must be a bool, not {type(complete).__name__}", index=i)
+    extras = {k: m[k] for k in _EXTRAS if m.get(k) is not None}
+    for key in ("reasoning_content", "tool_call_id", "name"):
+        if key in extras and type(extras[key]) is not str:
+            raise RenderError(f"message {i}: {key!r} must be a string, not {type(extras[key]).__name__}", index=i)
+    calls = extras.get("tool_calls")
+    if calls is not None and (isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Iterable)):
+        raise RenderError(f"message {i}: 'tool_calls' must be a list of calls, not {type(calls).__name__}", index=i)
+    if calls is not None:
+        extras["tool_calls"] = list(calls)
+    return role, content, complete, extras
+
+
+def _call(call: Any, i: int, k: int) -> tuple[str, Any]:
+    """The name and arguments of one call, in Hugging Face's shape or the bare function's."""
+    where = f"message {i}, tool call {k}"
+    if not isinstance(call, Mapping):
+        raise RenderError(f"{where} is a {type(call).__name__}; expected a dict", index=i)
+    fn = call.get("function", call)
+    if not isinstance(fn, Mapping):
+        raise RenderError(f"{where}: 'function' must be a dict with 'name' and 'arguments'", index=i)
+    fname = fn.get("name")
+    if type(fname) is not str or not fname:
+        raise RenderError(f"{where} has no function name (a non-empty string)", index=i)
+    if "arguments" not in fn:
+        raise RenderError(f"{where} ({fname!r}) has no 'arguments'", index=i)
+    return fname, fn["arguments"]
+
+
+def _args_text(args: Any, raw_string_args: bool, i: int, k: int) -> str:
+    """The arguments as the template writes them: JSON, or a string as it is where the template keeps it."""
+    if isinstance(args, str) and raw_string_args:
+        return args
+    try:
+        return tojson(args)
+    except (TypeError, ValueError) as e:
+        raise RenderError(f"message {i}, tool call {k}: the arguments are not JSON ({e})", index=i) from None
+
+
+def _tool_text(tool: Any, k: int) -> str:
+    """A definition as the template writes it: JSON; one given as text (as ``parse`` keeps a
+    definition that is not JSON) is written as it is."""
+    if isinstance(tool, str):
+        return tool
+    try:
+        return tojson(tool)
+    except (TypeError, ValueError) as e:
+        raise RenderError(f"tool {k} is not JSON ({e})") from None
+
+
+@dataclass
+class Collapsed:
+    messages: list[Message]
+    spans: list[Span] | None
+    tools: list[Any] | None
+    diagnostics: list[Diagnostic]
+    problems: int = 0  # payloads to report (diagnostics need the spans and the text)
+
+
+def collapse(
+    messages: Sequence[Message],
+    spans: Sequence[Span] | None = None,
+    text: str | None = None,
+    canonical: bool = True,
+) -> Collapsed:
+    """Fold structural turns into the messages they belong to (see the module docstring).
+
+    With ``spans`` (and the ``text`` they point into), the folded message's span covers its
+    parts, and payloads that are not JSON are reported where they stand; with ``canonical``,
+    so are payloads that are JSON but not written as the template writes JSON (they read as
+    their value, and render back written canonically).
+    """
+    out: list[Message] = []
+    out_spans: list[Span] | None = [] if spans is not None else None
+    tools: list[Any] | None = None
+    diags: list[Diagnostic] = []
+    problems = 0
+    pending: tuple[Message, Span | None] | None = None  # reasoning waiting for its answer
+    owner: int | None = None  # the assistant message the next call belongs to
+    n = len(messages)
+    k = 0
+    while k < n:
+        m = messages[k]
+        sp = spans[k] if spans is not None else None
+        role = m.role
+        if role == REASONING:
+            pending = (m, sp)
+            k += 1
+            if k == n:  # the text stops while the model thinks: an open answer
+                out.append(_with(make_message(ASSISTANT, "", False), reasoning_content=m.content))
+                if out_spans is not None and sp is not None:
+                    out_spans.append(Span(sp.start, sp.end, sp.end, sp.end))
+            continue
+        if role == TOOL_DEF:
+            tools = tools if tools is not None else []
+            # A definition cut short (a truncated text) is kept as the text so far.
+            tool, problem = _decoded(m.content, canonical) if m.complete else (m.content, None)
+            tools.append(tool)
+            if problem is not None:
+                problems += 1
+                if text is not None and sp is not None:
+                    diags.append(
+                        _diagnostic(problem, text, sp, f"tool definition {len(tools) - 1}", None, "invalid-tool")
+                    )
+            k += 1
+            continue
+        if role == TOOL_CALL:
+            args_msg = messages[k + 1] if k + 1 < n and messages[k + 1].role == TOOL_ARGS else None
+            args_sp = spans[k + 1] if spans is not None and args_msg is not None else None
+            fn: dict[str, Any] = {"name": m.content, "arguments": ""}
+            call = {"type": "function", "function": fn}
+            if args_msg is not None:
+                # Arguments still being written (an open turn) are the text so far.
+                done = args_msg.complete
+                args, problem = _decoded(args_msg.content, canonical) if done else (args_msg.content, None)
+                fn["arguments"] = args
+                if problem is not None:
+                    problems += 1
+                    if text is not None and args_sp is not None:
+                        index = len(out) - 1 if owner is not None else len(out)
+                        what = f"the arguments of tool call {m.content!r}"
+                        diags.append(_diagnostic(problem, text, args_sp, what, index, "invalid-arguments"))
+            complete = m.complete and (args_msg is None or args_msg.complete)
+            if owner is None:  # calls with no answer before them: an answer with no content
+                out.append(make_message(ASSISTANT, "", True))
+                if out_spans is not None and sp is not None:
+                    out_spans.append(Span(sp.start, sp.start, sp.start, sp.start))
+                owner = len(out) - 1
+            prev = out[owner]
+            calls = [*(prev.tool_calls or []), call]
+            out[owner] = _with(prev, tool_calls=calls, complete=prev.complete and complete)
+            end = args_sp.end if args_sp is not None else sp.end if sp is not None else None
+            if out_spans is not None and end is not None:
+                o = out_spans[owner]
+                out_spans[owner] = Span(o.start, max(o.end, end), o.content_start, o.content_end)
+            k += 2 if args_msg is not None else 1
+            continue
+        if role == TOOL_ARGS:  # arguments with no name before them: not a reading the grammars give
+            k += 1
+            continue
+        msg = m
+        if pending is not None and role == ASSISTANT:
+            r, rsp = pending
+            msg = _with(m, reasoning_content=r.content) if r.content else m
+            if out_spans is not None and rsp is not None and sp is not None:
+                sp = Span(rsp.start, sp.end, sp.content_start, sp.content_end)
+        pending = None
+        out.append(msg)
+        if out_spans is not None and sp is not None:
+            out_spans.append(sp)
+        owner = len(out) - 1 if role == ASSISTANT else None
+        k += 1
+    return Collapsed(out, out_spans, tools, diags, problems)
+
+
+def _with(m: Message, **changes: Any) -> Message:
+    data = {k: getattr(m, k) for k in ("role", "content", "complete", *_EXTRAS)}
+    data.update(changes)
+    return Message(**{k: v for k, v in data.items() if v is not None})
+
+
+def _decoded(raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
+    """A JSON payload's value, and what is wrong with it: the JSON error (the text is then
+    kept as it is), "noncanonical" (JSON, but not as the template writes it), or None."""
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        return raw, e
+    if canonical and tojson(value) != raw:
+        return value, "noncanonical"
+    return value, None
+
+
+def _diagnostic(problem: ValueError | str, text: str, sp: Span, what: str, index: int | None, code: str) -> Diagnostic:
+    """Where a payload (the content of ``sp``) is wrong, and how."""
+    if isinstance(problem, str):
+        return Diagnostic.at(
+            text,
+            "noncanonical-json",
+            f"{what} are JSON, but not written as the template writes JSON (json.dumps)",
+            "they read as their value; render writes them back canonically",
+            sp.content_start,
+            sp.content_end,
+            index,
+        )
+    at = sp.content_start + getattr(problem, "pos", 0)
+    msg = getattr(problem, "msg", str(problem)).lower()
+    msg = msg[:-3] + " here" if msg.endswith(" at") else msg  # json's "Unterminated string starting at"
+    return Diagnostic.at(
+        text,
+        code,
+        f"{what} are not JSON: {msg}; kept as text",
+        "the raw text is kept where the value would be (function.arguments, .tools), and renders back as it is",
+        at,
+        sp.content_end,
+        index,
+    )

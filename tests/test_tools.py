@@ -1,0 +1,338 @@
+"""Tool calls, tool results, tool definitions and reasoning: rendered as the templates do, read back.
+
+The generated properties of test_conformance, test_roundtrip and test_reading cover these
+conversations for every format that writes them (the conversation generator walks the
+grammar, structural turns included). Here: realistic conversations against the real
+templates, model output (malformed JSON, tags inside thinking, a prefilled <think>),
+streaming events, and the errors.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import reference
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import chatgrammar as cg
+from chatgrammar._ir import STRUCTURAL
+from chatgrammar.testing import safe_contents
+
+WITH_TOOLS = [n for n in cg.formats() if "tool_call" in {s.role for s in cg.get_format(n)._c.shapes.values()}]
+WITH_REASONING = [n for n in cg.formats() if "reasoning" in {s.role for s in cg.get_format(n)._c.shapes.values()}]
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city (°C).",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+
+
+def _call(name: str, arguments: Any, call_id: str | None = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    if call_id is not None:
+        call["id"] = call_id
+    return call
+
+
+AGENT = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Weather in Paris and Zürich, and the time?"},
+    {
+        "role": "assistant",
+        "content": "Let me check.",
+        "tool_calls": [
+            _call("get_weather", {"city": "Paris"}, "call_1"),
+            _call("get_weather", {"city": "Zürich"}, "call_2"),
+            _call("get_time", {}, "call_3"),
+        ],
+    },
+    {"role": "tool", "content": '{"temp": 21}', "tool_call_id": "call_1", "name": "get_weather"},
+    {"role": "tool", "content": '{"temp": 17}', "tool_call_id": "call_2", "name": "get_weather"},
+    {"role": "tool", "content": "14:05", "tool_call_id": "call_3", "name": "get_time"},
+    {"role": "assistant", "content": "Paris 21°C, Zürich 17°C; it is 14:05."},
+    {"role": "user", "content": "Thanks!"},
+]
+
+
+def test_the_formats_with_tools_and_reasoning() -> None:
+    assert {"qwen2.5", "qwen3"} <= set(WITH_TOOLS)
+    assert {"qwen3", "deepseek-r1-distill"} <= set(WITH_REASONING)
+
+
+@pytest.mark.parametrize("name", WITH_TOOLS)
+@pytest.mark.parametrize("gen", [False, True])
+def test_an_agent_conversation_renders_like_the_template(name: str, gen: bool) -> None:
+    fmt = cg.get_format(name)
+    msgs = [cg.Message(**m) for m in AGENT]
+    ours = fmt.render(AGENT, tools=[WEATHER, TIME], add_generation_prompt=gen)
+    theirs = reference.render(fmt, msgs, gen, tools=[WEATHER, TIME])
+    assert ours == theirs
+    # Dicts and Message objects render alike; the same conversation without tools too.
+    assert fmt.render(msgs, tools=[WEATHER, TIME], add_generation_prompt=gen) == ours
+    assert fmt.render(AGENT, add_generation_prompt=gen) == reference.render(fmt, msgs, gen)
+
+
+@pytest.mark.parametrize("name", WITH_TOOLS)
+def test_an_agent_conversation_reads_back(name: str) -> None:
+    fmt = cg.get_format(name)
+    text = fmt.render(AGENT, tools=[WEATHER, TIME])
+    got = fmt.parse(text)
+    assert got == fmt.normalize(AGENT, tools=[WEATHER, TIME])
+    assert got.tools == [WEATHER, TIME]
+    answer = next(m for m in got if m.tool_calls)
+    # The template writes no call ids, nor the results' ids and names: those are the losses.
+    assert answer.tool_calls == [
+        _call("get_weather", {"city": "Paris"}),
+        _call("get_weather", {"city": "Zürich"}),
+        _call("get_time", {}),
+    ]
+    assert [m.content for m in got if m.role == "tool"] == ['{"temp": 21}', '{"temp": 17}', "14:05"]
+    assert all(m.tool_call_id is None and m.name is None for m in got)
+    assert fmt.render(got) == text  # the parsed messages bring their tools
+    assert json.loads(json.dumps([m.to_dict() for m in got])) == [m.to_dict() for m in got]
+
+
+@pytest.mark.parametrize("name", WITH_TOOLS)
+def test_spans_of_an_answer_cover_its_calls(name: str) -> None:
+    fmt = cg.get_format(name)
+    text, spans = fmt.render_spans(AGENT, tools=[WEATHER])
+    parsed = fmt.parse(text, spans=True)
+    k = next(i for i, m in enumerate(AGENT) if m.get("tool_calls"))
+    span = spans[k]
+    assert span is not None
+    assert text[span.content_start : span.content_end] == "Let me check."
+    for call in AGENT[k]["tool_calls"]:
+        assert json.dumps(call["function"]["arguments"], ensure_ascii=False) in text[span.start : span.end]
+    assert span in (parsed.spans or [])
+
+
+def test_malformed_arguments_are_kept_and_reported() -> None:
+    fmt = cg.get_format("qwen2.5")
+    prompt = fmt.render([{"role": "user", "content": "Weather?"}], tools=[WEATHER], add_generation_prompt=True)
+    # What a model writes: the call's shape, as the format writes a call, with broken JSON inside.
+    good = fmt.render(
+        [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [_call("f", {})]}],
+        tools=[WEATHER],
+    )[len(prompt) :]
+    completion = good.replace("{}", '{"city": "Par', 1)
+    got = fmt.parse_completion(completion, prompt=prompt)
+    call = got.message.tool_calls[0] if got.message and got.message.tool_calls else None
+    assert call is not None and call["function"] == {"name": "f", "arguments": '{"city": "Par'}
+    (d,) = got.diagnostics
+    start = completion.index('{"city"')
+    assert d.code == "invalid-arguments" and d.index == 0
+    assert start <= d.pos < d.end == start + len('{"city": "Par')  # where the JSON breaks, to the end of it
+    # In a transcript, a strict parse keeps the text too, and reports where it stands.
+    parsed = fmt.parse(prompt + completion)
+    assert [x.code for x in parsed.diagnostics] == ["invalid-arguments"]
+    assert parsed.diagnostics[0].pos == len(prompt) + d.pos
+
+
+def test_tags_inside_thinking_are_thinking() -> None:
+    fmt = cg.get_format("qwen3")
+    msgs = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "No call needed.", "reasoning_content": "Use <tool_call> tags? <tools> no."},
+    ]
+    text = fmt.render(msgs, tools=[WEATHER])
+    assert text == reference.render(fmt, [cg.Message(**m) for m in msgs], tools=[WEATHER])
+    got = fmt.parse(text)
+    assert got[-1] == cg.Message(**msgs[-1])
+    prompt = fmt.render(msgs[:1], tools=[WEATHER], add_generation_prompt=True)
+    answer = fmt.parse_completion(text[len(prompt) :], prompt=prompt).message
+    assert answer == cg.Message(**msgs[-1])
+
+
+def test_reasoning_before_the_last_question_is_dropped_as_the_template_does() -> None:
+    fmt = cg.get_format("qwen3")
+    msgs = [
+        {"role": "user", "content": "1+1?"},
+        {"role": "assistant", "content": "2", "reasoning_content": "one and one"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "two and two"},
+    ]
+    text = fmt.render(msgs)
+    assert text == reference.render(fmt, [cg.Message(**m) for m in msgs])
+    assert "one and one" not in text and "two and two" in text
+    assert fmt.parse(text) == fmt.normalize(msgs)
+    assert fmt.normalize(msgs)[1].reasoning_content is None  # the loss, declared
+
+
+_PIECES = st.text(alphabet="abc xyz\n.:<>/", min_size=1, max_size=30)
+
+
+@pytest.mark.parametrize("enable_thinking", [True])
+@settings(max_examples=40)
+@given(reasoning=_PIECES, answer=st.text(alphabet="abc xyz\n.", max_size=30), cut=st.booleans())
+def test_completion_after_a_prefilled_think(enable_thinking: bool, reasoning: str, answer: str, cut: bool) -> None:
+    """DeepSeek-R1's prompt opens <think>: the model's output starts inside it."""
+    fmt = cg.get_format("deepseek-r1-distill")
+    terminals = fmt._c.spec.terminals
+    if terminals["_THINK_END"] in reasoning:
+        reasoning = reasoning.replace("/", "")
+    prompt = fmt.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True, enable_thinking=True)
+    assert prompt.endswith(terminals["_THINK"] + terminals["_NL"])
+    completion = reasoning + terminals["_THINK_END"] + answer + ("" if cut else fmt.eos or "")
+    got = fmt.parse_completion(completion, prompt=prompt, enable_thinking=True)
+    assert got.message == cg.Message(role="assistant", content=answer, reasoning_content=reasoning, complete=not cut), [
+        str(d) for d in got.diagnostics
+    ]
+    assert not got.diagnostics
+    # Cut inside the thinking: an answer still thinking, open (text that may begin "</think>" is held back).
+    if any(reasoning.endswith(terminals["_THINK_END"][:k]) for k in range(1, len(terminals["_THINK_END"]))):
+        return
+    early = fmt.parse_completion(reasoning, prompt=prompt, enable_thinking=True).message
+    assert early is not None and early.reasoning_content == reasoning and early.content == ""
+    assert not early.complete
+
+
+def test_an_empty_think_block_is_no_reasoning() -> None:
+    fmt = cg.get_format("deepseek-r1-distill")
+    terminals = fmt._c.spec.terminals
+    prompt = fmt.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True, enable_thinking=True)
+    got = fmt.parse_completion(terminals["_THINK_END"] + "Hello" + (fmt.eos or ""), prompt=prompt, enable_thinking=True)
+    assert got.message == cg.Message(role="assistant", content="Hello")
+
+
+def _three_calls(name: str) -> tuple[str, str]:
+    fmt = cg.get_format(name)
+    user = [{"role": "user", "content": "Weather in three cities?"}]
+    prompt = fmt.render(user, tools=[WEATHER], add_generation_prompt=True)
+    calls = [_call("get_weather", {"city": c}) for c in ("Paris", "Zürich", "東京")]
+    full = fmt.render([*user, {"role": "assistant", "content": "", "tool_calls": calls}], tools=[WEATHER])
+    assert full.startswith(prompt)
+    return prompt, full[len(prompt) :]
+
+
+@pytest.mark.parametrize("name", WITH_TOOLS)
+@pytest.mark.parametrize("size", [1, 16])
+def test_streamed_tool_calls(name: str, size: int) -> None:
+    prompt, completion = _three_calls(name)
+    parser = cg.StreamParser(name)
+    events: list[cg.Event] = parser.feed(prompt)
+    for k in range(0, len(completion), size):
+        events += parser.feed(completion[k : k + size])
+    events += parser.close()
+    starts = [e for e in events if isinstance(e, cg.ToolCallStart)]
+    assert [(e.index, e.name) for e in starts] == [(0, "get_weather"), (1, "get_weather"), (2, "get_weather")]
+    message = starts[0].message
+    for i, city in enumerate(("Paris", "Zürich", "東京")):
+        text = "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta) and e.index == i)
+        assert json.loads(text) == {"city": city}
+    ends = [e.index for e in events if isinstance(e, cg.ToolCallEnd)]
+    assert ends == [0, 1, 2]
+    # Each call's events come in order: start, its deltas, its end; the message ends last.
+    order = [(type(e).__name__, getattr(e, "index", None)) for e in events if getattr(e, "message", None) == message]
+    assert order[0] == ("ToolCallStart", 0) and order[-1] == ("ToolCallEnd", 2)
+    assert events[-1] == cg.MessageEnd(message, True)
+
+
+def _reasoned(name: str) -> tuple[str, str, dict[str, Any]]:
+    """A prompt, and a completion that thinks (mentioning a tag) then answers."""
+    fmt = cg.get_format(name)
+    options: dict[str, Any] = {"enable_thinking": True} if "enable_thinking" in fmt.option_values else {}
+    user = [{"role": "user", "content": "Hi"}]
+    prompt = fmt.render(user, add_generation_prompt=True, **options)
+    answer = {"role": "assistant", "content": "Hello there.", "reasoning_content": "Greet <tool_call> them."}
+    full = fmt.render([*user, answer], **options)
+    if full.startswith(prompt):
+        return prompt, full[len(prompt) :], options
+    # The history drops the thinking (DeepSeek-R1): the model writes it after the prefilled <think>.
+    end_of_thinking = fmt._c.spec.terminals["_THINK_END"]
+    return prompt, answer["reasoning_content"] + end_of_thinking + answer["content"] + (fmt.eos or ""), options
+
+
+@pytest.mark.parametrize("name", WITH_REASONING)
+@pytest.mark.parametrize("size", [1, 16])
+def test_streamed_reasoning(name: str, size: int) -> None:
+    prompt, completion, options = _reasoned(name)
+    parser = cg.StreamParser(name, **options)
+    events: list[cg.Event] = parser.feed(prompt)
+    for k in range(0, len(completion), size):
+        events += parser.feed(completion[k : k + size])
+    events += parser.close()
+    last = max(e.index for e in events if isinstance(e, cg.MessageStart))
+    thinking = "".join(e.text for e in events if isinstance(e, cg.ReasoningDelta) and e.index == last)
+    answer = "".join(e.text for e in events if isinstance(e, cg.ContentDelta) and e.index == last)
+    assert thinking.strip("\n") == "Greet <tool_call> them."
+    assert answer.strip("\n") == "Hello there."
+    expected = cg.get_format(name).parse_completion(completion, prompt=prompt, **options).message
+    assert expected is not None and (thinking, answer) == (expected.reasoning_content, expected.content)
+
+
+def test_structure_the_format_does_not_write_is_refused() -> None:
+    with pytest.raises(cg.UnsupportedConversationError, match="tool definitions"):
+        cg.render([{"role": "user", "content": "Hi"}], "chatml", tools=[WEATHER])
+    with pytest.raises(cg.UnsupportedConversationError, match="reasoning"):
+        cg.render([{"role": "assistant", "content": "x", "reasoning_content": "y"}], "llama3")
+    with pytest.raises(cg.UnsupportedConversationError, match="tool calls"):
+        cg.render([{"role": "user", "content": "x"}, AGENT[2]], "zephyr")
+    # Ids and names of tool results a template does not write are a loss normalize shows.
+    got = cg.get_format("chatml").normalize([{"role": "tool", "content": "1", "tool_call_id": "c1"}])
+    assert got == [cg.Message(role="tool", content="1")]
+
+
+@pytest.mark.parametrize("role", STRUCTURAL)
+def test_structural_roles_are_reserved(role: str) -> None:
+    with pytest.raises(cg.RenderError, match="keeps for the parts of a message"):
+        cg.render([{"role": role, "content": "x"}], "qwen3")
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        ("not a dict", "tool call 0 is a str"),
+        ({"type": "function", "function": {"arguments": {}}}, "no function name"),
+        ({"function": {"name": "f"}}, "no 'arguments'"),
+        (_call("f", {"x": {1, 2}}), "not JSON"),
+    ],
+)
+def test_malformed_calls_are_refused(call: Any, match: str) -> None:
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    with pytest.raises(cg.RenderError, match=match) as e:
+        cg.render(msgs, "qwen2.5")
+    assert e.value.index == 1
+
+
+def test_delimiters_in_a_call_are_refused_where_they_stand() -> None:
+    fmt = cg.get_format("qwen2.5")
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [_call("a", {})]}]
+    msgs[1]["tool_calls"].append(_call("b<|im_end|>", {}))
+    with pytest.raises(cg.UnsafeContentError, match=r"message 1 \(the name of its tool call 1\)") as e:
+        fmt.render(msgs)
+    assert e.value.index == 1 and e.value.delimiter == "<|im_end|>"
+    # Content that spells a call is refused too: it would read back as one.
+    spelled = fmt.render(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [_call("f", {})]}]
+    )
+    body = spelled[spelled.index("<tool_call>") : spelled.rindex("</tool_call>") + len("</tool_call>")]
+    with pytest.raises(cg.UnsafeContentError):
+        fmt.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": body}])
+
+
+@pytest.mark.parametrize("name", WITH_TOOLS)
+@settings(max_examples=25)
+@given(data=st.data())
+def test_arguments_as_strings(name: str, data: st.DataObject) -> None:
+    """OpenAI-style arguments (a JSON string) render as the template writes them, and read back decoded."""
+    fmt = cg.get_format(name)
+    args = data.draw(st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3))
+    content = data.draw(safe_contents(fmt))
+    msgs = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": content, "tool_calls": [_call("f", json.dumps(args))]},
+    ]
+    try:
+        ours = fmt.render(msgs)
+    except cg.UnsafeContentError:
+        return
+    assert ours == reference.render(fmt, [cg.Message(**m) for m in msgs])
+    assert fmt.parse(ours) == fmt.normalize(msgs)
