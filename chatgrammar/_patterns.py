@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _MAX_STOP = 256  # longest literal run followed when looking for a stop string
+_MAX_TEXTS = 100_000  # steps taken listing the literal texts that can follow a slot
 
 # Characters from most to least frequent in ordinary text; the rarest character
 # of a delimiter is the cheapest to look for. Characters not listed count as rarest.
@@ -89,10 +90,12 @@ def derive_slot_rules(
         if atom.field == "role":
             r.anywhere.append("\n")
         r.at_end = ends
-        r.at_start = _start_refusals(pos, preds, p, r.anywhere, tokens, markers)
-        r.last = _end_refusals(pos, p, r.anywhere)
-        r.after = list(dict.fromkeys(_texts_after(pos, p, 64)))
-        r.anywhere = list(dict.fromkeys(r.anywhere))
+        # What the literals around the slot complete into a refused string: from every refused
+        # string (a longer one may be completed where a shorter one it begins with is not).
+        r.at_start = _minimal(_start_refusals(pos, preds, p, r.anywhere, tokens, markers))
+        r.last = [t[::-1] for t in _minimal([t[::-1] for t in _end_refusals(pos, p, r.anywhere)])]
+        r.after = _shortest(_texts_after(pos, p, 64))
+        r.anywhere = _minimal(r.anywhere)
         r.pattern = slot_pattern(r, atom.transform)
         atom.pattern = r.pattern
         rules[id(atom)] = r
@@ -159,70 +162,129 @@ def _start_refusals(
     tokens: list[str],
     markers: list[str],
 ) -> list[str]:
+    """Beginnings that, with the literal text before the slot, would spell a refused string;
+    and the markers, where the slot can start a line."""
     refused: list[str] = []
-    longest = max((len(s) for s in anywhere), default=0)
-    for text, at_text_start in _texts_before(pos, preds, p, longest):
-        if (at_text_start and not text) or text.endswith("\n") or any(text.endswith(t) for t in tokens):
-            refused += markers  # a line start (a special token starts a fresh line too)
-        for pat in anywhere:
-            for k in range(1, len(pat)):
-                if text.endswith(pat[:k]):
-                    refused.append(pat[k:])
+    if markers and (INIT in preds[p] or any(_may_end_with(pos, preds, p, t) for t in ["\n", *tokens])):
+        refused += markers  # a line start (a special token starts a fresh line too)
+    for pat in anywhere:
+        for k in range(1, len(pat)):
+            if _may_end_with(pos, preds, p, pat[:k]):
+                refused.append(pat[k:])
     return list(dict.fromkeys(refused))
+
+
+def _may_end_with(pos: Positions, preds: list[list[int]], p: int, target: str) -> bool:
+    """Whether the literal text right before position ``p`` can end with ``target``."""
+    stack: list[tuple[int, int]] = [(q, len(target)) for q in preds[p]]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        q, left = stack.pop()  # target[:left] is still to be spelled, backwards
+        if q == INIT or (q, left) in seen:
+            continue
+        seen.add((q, left))
+        atom = pos.atoms[q]
+        if not isinstance(atom, Lit):
+            continue
+        rest = target[:left]
+        if atom.text.endswith(rest):
+            return True
+        if rest.endswith(atom.text):
+            stack.extend((r, left - len(atom.text)) for r in preds[q])
+    return False
 
 
 def _end_refusals(pos: Positions, p: int, anywhere: list[str]) -> list[str]:
     """Endings that, with the literal text after the slot, would spell a refused string."""
-    longest = max((len(s) for s in anywhere), default=0)
     refused: list[str] = []
-    for text in _texts_after(pos, p, longest):
-        for pat in anywhere:
-            for k in range(1, len(pat)):
-                if text.startswith(pat[k:]) or pat[k:].startswith(text) and text:
-                    refused.append(pat[:k])
+    for pat in anywhere:
+        for k in range(1, len(pat)):
+            if _may_spell(pos, p, pat[k:]):
+                refused.append(pat[:k])
     return list(dict.fromkeys(refused))
 
 
-def _texts_after(pos: Positions, p: int, want: int) -> list[str]:
-    """The literal texts that can follow position ``p`` (their first ``want`` characters)."""
-    out: list[str] = []
-    stack: list[tuple[int, str]] = [(q, "") for q in pos.follow[p]]
-    if pos.is_last(p):
-        out.append("")
-    while stack and len(out) < 256:
-        q, acc = stack.pop()
+def _may_spell(pos: Positions, p: int, target: str) -> bool:
+    """Whether the literal text after position ``p`` can spell ``target``, or begin it before
+    a slot or the end of the text cuts it short."""
+    stack: list[tuple[int, int]] = [(q, 0) for q in pos.follow[p]]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        q, matched = stack.pop()
+        if (q, matched) in seen:
+            continue
+        seen.add((q, matched))
         atom = pos.atoms[q]
         if not isinstance(atom, Lit):
-            out.append(acc)  # a slot follows: what it holds is checked on its own
+            if matched:  # a slot follows what began the target
+                return True
+            continue
+        rest = target[matched:]
+        if atom.text.startswith(rest):
+            return True
+        if not rest.startswith(atom.text):
+            continue
+        if pos.is_last(q):  # the text may end here, having begun the target
+            return True
+        stack.extend((r, matched + len(atom.text)) for r in pos.follow[q])
+    return False
+
+
+def _texts_after(pos: Positions, p: int, want: int) -> list[str]:
+    """The literal texts that can follow position ``p``: whole literals, until at least ``want``
+    characters (a long literal is never cut: a lookahead of its first characters only would let
+    a lexer take a slot that the rest of the literal then does not follow).
+
+    ``""`` stands for the end of the text; a text that stops before ``want`` characters is
+    followed by a slot (whose own pattern says what it holds) or by the end.
+    """
+    out: dict[str, None] = {}
+    seen: set[tuple[int, str]] = set()
+    stack: list[tuple[int, str]] = [(q, "") for q in pos.follow[p]]
+    if pos.is_last(p):
+        out[""] = None
+    while stack:
+        q, acc = stack.pop()
+        if (q, acc) in seen:
+            continue
+        seen.add((q, acc))
+        atom = pos.atoms[q]
+        if not isinstance(atom, Lit):
+            out[acc] = None  # a slot follows: what it holds is checked on its own
             continue
         acc += atom.text
         if len(acc) >= want or pos.is_last(q):
-            out.append(acc[:want])
+            out[acc] = None
         if len(acc) < want:
             stack.extend((r, acc) for r in pos.follow[q])
-    return out
+        if len(seen) > _MAX_TEXTS:
+            raise GrammarError(
+                f"more than {_MAX_TEXTS} literal texts can follow one slot within {want} characters; "
+                "the grammar is too ambiguous around it"
+            )
+    return list(out)
 
 
-def _texts_before(pos: Positions, preds: list[list[int]], p: int, want: int) -> list[tuple[str, bool]]:
-    """The literal texts that can precede position ``p`` (their last ``want`` characters),
-    each with whether it reaches back to the start of the document."""
-    out: list[tuple[str, bool]] = []
-    stack: list[tuple[int, str]] = [(q, "") for q in preds[p]]
-    while stack and len(out) < 256:
-        q, acc = stack.pop()
-        if q == INIT:
-            out.append((acc, True))
-            continue
-        atom = pos.atoms[q]
-        if not isinstance(atom, Lit):
-            out.append((acc, False))
-            continue
-        acc = atom.text + acc
-        if len(acc) >= want:
-            out.append((acc[-want:] if want else "", False))
-            continue
-        stack.extend((r, acc) for r in preds[q])
-    return out
+def _minimal(refused: list[str]) -> list[str]:
+    """``refused`` without the strings that begin with another one: a slot stops before that one
+    either way (an empty tool result then another, written over and over, after a result's
+    content). A string that only holds another one further in stays: it also says where the
+    slot stops (``"\n<|EOT|>"``: before the newline)."""
+    kept: list[str] = []
+    for t in sorted(dict.fromkeys(refused), key=len):
+        if not any(t.startswith(k) for k in kept):
+            kept.append(t)
+    return [t for t in dict.fromkeys(refused) if t in kept]
+
+
+def _shortest(texts: list[str]) -> list[str]:
+    """``texts`` without those another one begins (``""``, the end of the text, begins none):
+    as what may follow a slot, the shorter one already allows them."""
+    kept: list[str] = []
+    for t in sorted(set(texts), key=len):
+        if not any(k and t.startswith(k) for k in kept):
+            kept.append(t)
+    return kept
 
 
 def re_escape(text: str) -> str:
