@@ -15,8 +15,10 @@ from ._automaton import Dfa, positions
 from ._errors import GrammarError
 from ._grammar import GrammarSpec
 from ._ir import (
+    REASONING,
     STRUCTURAL,
     TOOL_ARGS,
+    TOOL_CALL,
     Alt,
     Gen,
     Lit,
@@ -41,6 +43,7 @@ from ._patterns import (
     slot_pattern,
     triggers_for,
 )
+from ._payloads import Payloads
 
 __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "compile_spec"]
 
@@ -119,6 +122,7 @@ class Compiled:
     struct_marks: tuple[str, ...] = ()
     # Trimmed content slots of answers before tool calls: content trimmed to nothing is refused.
     trimmed_before_calls: frozenset[int] = frozenset()
+    payloads: Payloads = field(default_factory=Payloads)  # how tool calls and definitions are written
 
     @property
     def name(self) -> str:
@@ -141,15 +145,19 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     for msg in _messages(start):
         _check_message(msg, origin)
     gen_body = _generation(start, origin)
-    marks = _struct_marks(_messages(start), tokens)
-    plain_slots = {
-        id(s)
-        for m in _messages(start)
-        if m.role in ("system", "user", ASSISTANT)
-        for s in walk(m.body)
-        if isinstance(s, Slot) and s.field == "content"
-    }
-    rules = derive_slot_rules(start, tokens, markers, origin, {k: marks for k in plain_slots} if marks else None)
+    found = _struct_marks(_messages(start), tokens)
+    marks = sorted({text for text, _, _ in found})
+    anywhere: dict[int, list[str]] = {}
+    at_start: dict[int, list[str]] = {}
+    for m in _messages(start):
+        if m.role not in ("system", "user", ASSISTANT):
+            continue  # only the turns of these roles could spell a structure instead
+        for s in walk(m.body):
+            if isinstance(s, Slot) and s.field == "content":
+                for text, answers_only, start_only in found:
+                    if not answers_only or m.role == ASSISTANT:
+                        (at_start if start_only else anywhere).setdefault(id(s), []).append(text)
+    rules = derive_slot_rules(start, tokens, markers, origin, anywhere, at_start)
     _merge_occurrences(start, rules)
     if spec.header.get("date"):
         _date_slots(start, spec.header["date"], rules, origin)
@@ -208,19 +216,24 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         role_after=role_after,
         structural=any(s.role in STRUCTURAL for s in shapes.values()),
         struct_marks=tuple(marks),
+        payloads=Payloads(spec.header.get("tool-args", "json"), spec.header.get("tool-defs", "json")),
         trimmed_before_calls=frozenset(
-            id(s.content) for s in shapes.values() if s.ends_with_content and s.content.transform
+            id(s.content)
+            for s in shapes.values()
+            if s.ends_with_content and s.content.transform and s.content.transform != "drop"
         ),
     )
 
 
-def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[str]:
-    """The literals that open a structure: a tool call, a tool result, the tool definitions.
+def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, bool, bool]]:
+    """The literals that open a structure, which plain content must not spell.
 
     For each structural turn, each other shape of a role and each tool result: its first
-    literal that the plain system, user and assistant turns do not write (and that is no
-    token, nor only whitespace). Plain content refuses them, so that a reading of the text
-    is never a plain turn swallowing a structure. A call's arguments only continue a call.
+    literal that the plain system, user and assistant turns do not write (and that is no token,
+    nor only whitespace); a call's arguments only continue a call. Each comes with where it is
+    refused: ``answers_only``, for an answer's parts (reasoning, calls: only a plain answer
+    could be read instead); ``start_only``, when the answer a call belongs to writes no text
+    before it (Llama 3.1 drops it), so only a plain answer beginning so is read instead.
     """
     if not any(m.role in STRUCTURAL for m in messages):
         return []
@@ -231,15 +244,25 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[str]:
         for lit in walk(m.body)
         if isinstance(lit, Lit)
     }
-    marks: list[str] = []
+    # Answers before calls that write their content (Qwen's "text\n<tool_call>..."): a call can
+    # then follow any text of the answer.
+    answered = any(
+        m.role == ASSISTANT
+        and m.rule != m.role
+        and any(isinstance(s, Slot) and s.field == "content" and s.transform != "drop" for s in walk(m.body))
+        for m in messages
+    )
+    marks: list[tuple[str, bool, bool]] = []
     for m in messages:
         if m.role == TOOL_ARGS or not (m.rule != m.role or m.role in STRUCTURAL or m.role == "tool"):
             continue
         for lit in (n for n in walk(m.body) if isinstance(n, Lit)):
             if lit.text.strip() and lit.text not in plain and not any(t in lit.text for t in tokens):
-                marks.append(lit.text)
+                part = m.role in (TOOL_CALL, REASONING) or (m.role == ASSISTANT and m.rule != m.role)
+                first = isinstance(m.body, Seq) and m.body.items and m.body.items[0] is lit
+                marks.append((lit.text, part, part and m.role == TOOL_CALL and not answered and bool(first)))
                 break
-    return sorted(set(marks))
+    return list(dict.fromkeys(marks))
 
 
 def _is_message_level_atom(n: Node) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Literal, overload
 from ._compiler import ASSISTANT, Compiled, compile_spec
 from ._errors import ChatGrammarError, RenderError, UnsafeContentError, UnsupportedConversationError
 from ._grammar import GrammarSpec, load_grammar, read_header
-from ._ir import STRUCTURAL, Msg
+from ._ir import STRUCTURAL, TOOL_CALL, Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
 from ._reader import Reader
@@ -85,7 +85,6 @@ class Format:
         self._has_dropped = False  # the template drops messages: readings may need them back
         # The structural roles (reasoning, tool calls, tool definitions) the format writes.
         self._structural: frozenset[str] = frozenset()
-        self._raw_args = self._header.get("tool-args") == "raw-string"
         header = self._header
         self._always_gen = header.get("generation") == "always"
         self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
@@ -224,13 +223,18 @@ class Format:
             default = "".join(p if isinstance(p, str) else "{date}" for p in c.default_system)
         losses: list[str] = []
         by_role: dict[str, set[str]] = {}
+        dropped_beside_calls: set[str] = set()
         for shape in c.shapes.values():
             t = shape.content.transform
-            if t in _TRIMS:
+            if t == "drop":
+                dropped_beside_calls.add(shape.role or "other roles'")
+            elif t in _TRIMS and shape.role not in STRUCTURAL:
                 by_role.setdefault(shape.role or "other roles'", set()).add(_TRIMS[t])
         for role, trims in sorted(by_role.items()):
             how = " or ".join(sorted(trims)) + (" (depending on the turn's position)" if len(trims) > 1 else "")
             losses.append(f"{role} content: {how}")
+        for role in sorted(dropped_beside_calls):
+            losses.append(f"{role} content beside tool calls: not written (it reads back empty)")
         if c.merge_sep is not None:
             where = "last" if system == "merged-last-user" else "first"
             losses.append(
@@ -505,11 +509,7 @@ class Format:
         tools: Sequence[Any] | None = None,
     ) -> _Rendering:
         msgs = messages if isinstance(messages, list) else list(messages)
-        expanded: list[int] | None = None
-        if tools is not None or has_structure(msgs):
-            ex = expand(msgs, tools, self._structural_roles(), self._raw_args, self.name)
-            roles, contents, open_last, expanded = ex.roles, ex.contents, ex.open_last, ex.origin
-        else:
+        if tools is None and not has_structure(msgs):
             roles, contents, open_last = read_messages(msgs)
             if self._structural_roles() and not _plain(roles):
                 i = next(k for k, role in enumerate(roles) if role in STRUCTURAL)
@@ -519,15 +519,24 @@ class Format:
                     index=i,
                     format=self.name,
                 )
-        try:
-            r = self._prepare_flat(variant, roles, contents, open_last, gen, date)
-        except RenderError as e:
-            if expanded is None:
-                raise
-            raise _from_expanded(e, expanded, roles) from None
-        r.expanded = expanded
-        r.expanded_roles = roles
-        return r
+            return self._prepare_flat(variant, roles, contents, open_last, gen, date)
+        ex = expand(msgs, tools, self._structural_roles(), variant.compiled.payloads, self.name)
+        first: RenderError | None = None
+        for placed in ex.placements(self.name, self._header.get("tools-at", ["after-system"])):
+            try:
+                r = self._prepare_flat(variant, list(placed.roles), list(placed.contents), placed.open_last, gen, date)
+            except UnsupportedConversationError as e:
+                reason = self._header.get("calls-error")
+                first = first or _too_many_calls(e, placed.origin, placed.roles, self.name, reason)
+                first = first or _from_expanded(e, placed.origin, placed.roles)
+                continue
+            except RenderError as e:
+                raise _from_expanded(e, placed.origin, placed.roles) from None
+            r.expanded = placed.origin
+            r.expanded_roles = placed.roles
+            return r
+        assert first is not None
+        raise first
 
     def _structural_roles(self) -> frozenset[str]:
         self._variant(None)  # compiling the default variant fills it in
@@ -788,14 +797,15 @@ class Format:
     def _folded(self, text: str, got: list[Message], strict: bool, spans: bool, options: dict[str, Any]) -> Parsed:
         """A reading with its reasoning, tool calls and tool definitions folded into messages."""
         positioned = got if isinstance(got, Parsed) and got.spans is not None else None
-        folded = collapse(got, positioned.spans if positioned is not None else None, text)
+        payloads = self._c.payloads
+        folded = collapse(got, payloads, positioned.spans if positioned is not None else None, text)
         diagnostics = list(got.diagnostics) if isinstance(got, Parsed) else []
         if positioned is None and folded.problems:
             # Payloads that are not JSON as the template writes it are reported where they stand:
             # read again with positions.
             again = self._parse_flat(text, strict, True, options)
             assert isinstance(again, Parsed) and again.spans is not None
-            folded = collapse(again, again.spans, text)
+            folded = collapse(again, payloads, again.spans, text)
             folded.spans = None
         diagnostics += folded.diagnostics
         return Parsed(folded.messages, folded.spans if spans else None, diagnostics, folded.tools)
@@ -907,7 +917,7 @@ class Format:
         found = [(d, False) for d in read.diagnostics]
         if self._structural and not _plain(m.role for m in messages):
             # Model output need not write JSON as the template does: only JSON errors are reported.
-            folded = collapse(messages, spans, whole, canonical=False)
+            folded = collapse(messages, self._c.payloads, spans, whole, canonical=False)
             messages = folded.messages
             found += [(d, True) for d in folded.diagnostics]
         diagnostics: list[Diagnostic] = []
@@ -1043,7 +1053,7 @@ class _Rendering:
         out = self.expected_flat()
         if self.expanded is None and not self.variant.compiled.structural:
             return out
-        folded = collapse(out)
+        folded = collapse(out, self.variant.compiled.payloads)
         return Parsed(folded.messages, tools=folded.tools)
 
     def expected_flat(self) -> list[Message]:
@@ -1213,6 +1223,24 @@ def _from_expanded(e: RenderError, origin: list[int], roles: list[str]) -> Rende
     if isinstance(e, UnsafeContentError):
         return UnsafeContentError(text, index=index, offset=e.offset, delimiter=e.delimiter, format=e.format)
     return type(e)(text, index=index, format=e.format)
+
+
+def _too_many_calls(
+    e: UnsupportedConversationError, origin: list[int], roles: list[str], name: str, reason: str | None
+) -> UnsupportedConversationError | None:
+    """``e`` said plainly when it refuses a tool call after the first ones of an answer."""
+    i = e.index
+    if i is None or not 0 <= i < len(roles) or roles[i] != TOOL_CALL:
+        return None
+    owner = origin[i]
+    calls = [j for j, (o, r) in enumerate(zip(origin, roles, strict=True)) if o == owner and r == TOOL_CALL]
+    written = calls.index(i)
+    if not written:
+        return None
+    text = (
+        f"{name} writes at most {written} tool call{'s' * (written > 1)} in an answer; message {owner} has {len(calls)}"
+    )
+    return UnsupportedConversationError(f"{reason} ({text})" if reason else text, index=owner, format=name)
 
 
 # How an error names the part of a message a structural turn holds.

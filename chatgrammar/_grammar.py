@@ -29,6 +29,7 @@ from lark.load_grammar import GrammarBuilder, _literal_to_pattern
 
 from ._errors import GrammarError
 from ._ir import STRUCTURAL, Alt, Cond, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
+from ._payloads import ARGS_MODES, DEFS_MODES
 
 __all__ = ["HEADER_KEYS", "GrammarSpec", "load_grammar", "read_header"]
 
@@ -58,10 +59,16 @@ HEADER_KEYS: dict[str, str] = {
     "role-alias": "roles the template writes as another role: tool=ipython, chatbot=assistant",
     "order-error": "the template's reason when the role order is not allowed",
     "role-error": "the template's reason when a role is not allowed",
-    "tool-args": "how the template writes tool-call arguments given as a string: json (the default) or raw-string",
+    "calls-error": "the template's reason when an answer has more tool calls than it writes",
+    "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
+    "(a string as it is, a value as JSON) or text (the template takes text only; a value is written as JSON)",
+    "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson) or json-indent4",
+    "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
+    "first, before-last-user; several when a template switch moves them",
     "description": "one line saying what the format is",
 }
-_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop"}
+_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at"}
+_PLACES = ("after-system", "first", "before-last-user")
 _HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
 _TRANSFORMS = {
     "_strip": "strip",
@@ -71,6 +78,7 @@ _TRANSFORMS = {
     "_lstrip_nl": "lstrip_nl",
     "_rstrip_nl": "rstrip_nl",
     "_tojson": "json",
+    "_drop": "drop",
 }
 _ROLE_TRANSFORMS = {"_title": "title"}
 CONDITION = "_if"
@@ -142,7 +150,8 @@ _CHOICES = {
     "system-at": ("first", "last-user"),
     "generation": ("on-request", "always"),
     "generation-elsewhere": ("refused", "nothing"),
-    "tool-args": ("json", "raw-string"),
+    "tool-args": ARGS_MODES,
+    "tool-defs": DEFS_MODES,
 }
 
 
@@ -151,6 +160,12 @@ def _header_value(key: str, value: str) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()]
     if key in ("tokens", "markers", "stop", "roles"):
         return [v for v in re.split(r"[,\s]+", value) if v]
+    if key == "tools-at":
+        places = [v for v in re.split(r"[,\s]+", value) if v]
+        wrong = [p for p in places if p not in _PLACES]
+        if not places or wrong:
+            raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or more of {', '.join(_PLACES)}")
+        return places
     if key == "options":
         return _options(value)
     if key == "role-alias":

@@ -110,14 +110,16 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
         if isinstance(n, Lit):
             return names.literal(n.text)
         if isinstance(n, Slot):
+            if n.transform == "drop":
+                return ""  # never written: nothing to read
             if id(n) not in contested:
                 return names.slot(n)
             return names.slot(n, compiled.rules[id(n)].after, may_end=rule_of.get(id(n)) in may_open)
         if isinstance(n, Seq):
-            return " ".join(body(i, unwrap) for i in n.items)
+            return " ".join(b for b in (body(i, unwrap) for i in n.items) if b)
         if isinstance(n, Opt):
             inner = body(n.item, unwrap)
-            return inner if unwrap else f"[{inner}]"
+            return inner if unwrap or not inner else f"[{inner}]"
         raise AssertionError(n)
 
     # Which states can be reached without the (invisible) empty generation prompt.

@@ -65,11 +65,12 @@ def derive_slot_rules(
     markers: Iterable[str],
     origin: str,
     refused: dict[int, list[str]] | None = None,
+    refused_at_start: dict[int, list[str]] | None = None,
 ) -> dict[int, SlotRules]:
     """SlotRules for every slot occurrence, keyed by ``id(slot)``; fills ``slot.pattern``.
 
-    ``refused`` adds strings a slot refuses anywhere (by ``id(slot)``): the literals that
-    open a structure, for plain content.
+    ``refused`` and ``refused_at_start`` add strings a slot refuses anywhere, or at its start
+    (by ``id(slot)``): the literals that open a structure, for plain content.
     """
     tokens = [t for t in dict.fromkeys(tokens) if t]
     markers = [m for m in dict.fromkeys(markers) if m]
@@ -92,7 +93,8 @@ def derive_slot_rules(
         r.at_end = ends
         # What the literals around the slot complete into a refused string: from every refused
         # string (a longer one may be completed where a shorter one it begins with is not).
-        r.at_start = _minimal(_start_refusals(pos, preds, p, r.anywhere, tokens, markers))
+        r.at_start = _start_refusals(pos, preds, p, r.anywhere, tokens, markers)
+        r.at_start = _minimal(r.at_start + (refused_at_start or {}).get(id(atom), []))
         r.last = [t[::-1] for t in _minimal([t[::-1] for t in _end_refusals(pos, p, r.anywhere)])]
         r.after = _shortest(_texts_after(pos, p, 64))
         r.anywhere = _minimal(r.anywhere)
@@ -321,6 +323,8 @@ def _alternation(items: Iterable[str]) -> str:
 
 def slot_pattern(rules: SlotRules, transform: str | None) -> str:
     """The regex of one or more characters a slot with these rules accepts."""
+    if transform == "drop":
+        return "(?!)"  # the template never writes it: nothing reads as it
     forbidden_chars: set[str] = set()
     lookaheads: dict[str, list[str]] = {}
     for pat in rules.anywhere:

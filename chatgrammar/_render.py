@@ -21,11 +21,12 @@ from typing import Any
 
 from ._compiler import ASSISTANT, Compiled, Piece
 from ._errors import UnsafeContentError, UnsupportedConversationError
-from ._ir import Gen, Lit, Msg, Slot
+from ._ir import STRUCTURAL, Gen, Lit, Msg, Slot
 from ._patterns import Guard
 
 __all__ = ["READERS", "ROLE_TRANSFORMS", "TRANSFORMS", "Plan", "Planner"]
 
+_STRUCTURAL = frozenset(STRUCTURAL)
 _CODEGEN_LIMIT = 256  # longer conversations are written piece by piece instead of compiled
 _CACHE_LIMIT = 4096
 TRANSFORMS: dict[str, Callable[[str], str]] = {
@@ -36,6 +37,7 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
     "lstrip_nl": lambda s: s.lstrip("\n"),
     "rstrip_nl": lambda s: s.rstrip("\n"),
     "json": lambda s: json.dumps(s, ensure_ascii=False),
+    "drop": lambda s: "",
 }
 # Content transforms that lose nothing: how the parser reads the written text back.
 READERS: dict[str, Callable[[str], Any]] = {"json": json.loads}
@@ -100,8 +102,9 @@ class Planner:
         aliases = set(header.get("role-alias", {}))
 
         def refused(role: str) -> bool:
-            """A role the generic rule cannot write: another rule's text at that place, or an alias."""
-            return role in aliases or any((role + a).startswith(w) for w in words for a in after)
+            """A role the generic rule cannot write: a part of a message (reasoning, a tool call...),
+            another rule's text at that place, or an alias."""
+            return role in _STRUCTURAL or role in aliases or any((role + a).startswith(w) for w in words for a in after)
 
         self.refused = refused
         self.system_at = header.get("system-at", "first")
@@ -195,7 +198,12 @@ class Planner:
             raise UnsupportedConversationError(f"{reason} (message {i} is a system message)", index=i, format=c.name)
         order = self.text_order(roles)
         path_roles = ["system" if i == -1 else roles[i] for i in order]
-        steps = self._path(path_roles, open_last, gen)
+        try:
+            steps = self._path(path_roles, open_last, gen)
+        except UnsupportedConversationError as e:
+            if order == list(range(len(roles))):
+                raise
+            raise _in_given_order(e, order) from None
         pieces: list[Piece] = []
         transforms: list[tuple[int, Callable[[str], str]]] = []
         contents: list[int] = []
@@ -393,6 +401,21 @@ class Planner:
         if header.get("order-error"):
             text = f"{header['order-error']} ({text})"
         return UnsupportedConversationError(text, index=n - 1 if n else None, format=name)
+
+
+def _in_given_order(e: UnsupportedConversationError, order: list[int]) -> UnsupportedConversationError:
+    """``e`` about the messages as given, not in the order the template writes them (with its
+    default system message, or a system message moved)."""
+
+    def back(m: re.Match[str]) -> str:
+        k = int(m[1])
+        i = order[k] if k < len(order) else k
+        return "the default system message" if i == -1 else f"message {i}"
+
+    index = e.index
+    if index is not None and index < len(order):
+        index = order[index] if order[index] != -1 else None
+    return UnsupportedConversationError(re.sub(r"\bmessage (\d+)", back, str(e)), index=index, format=e.format)
 
 
 def _role_slot(c: Compiled) -> Slot:

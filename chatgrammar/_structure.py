@@ -17,7 +17,6 @@ This module is the bridge to the shapes ``apply_chat_template`` takes:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,17 +24,13 @@ from typing import Any
 from ._errors import RenderError, UnsupportedConversationError
 from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_DEF
 from ._message import _EXTRAS, Message, make_message
+from ._payloads import NONCANONICAL, Payloads
 from ._results import Diagnostic, Span
 
-__all__ = ["Expanded", "collapse", "expand", "has_structure", "tojson"]
+__all__ = ["Expanded", "collapse", "expand", "has_structure"]
 
 ASSISTANT = "assistant"
 _KEYS = frozenset(("role", "content", "complete", *_EXTRAS))
-
-
-def tojson(value: Any) -> str:
-    """JSON as Hugging Face's ``tojson`` filter writes it (``json.dumps``, non-ASCII kept)."""
-    return json.dumps(value, ensure_ascii=False)
 
 
 def has_structure(messages: Sequence[Any]) -> bool:
@@ -59,10 +54,49 @@ class Expanded:
     contents: list[str] = field(default_factory=list)
     open_last: bool = False
     origin: list[int] = field(default_factory=list)  # the caller's message index of each turn (-1: tools)
+    open_index: int = -1  # the caller's open message
+    defs: list[str] = field(default_factory=list)  # the tool definitions, as written, not yet placed
+
+    def placements(self, name: str, where: Sequence[str]) -> list[Expanded]:
+        """The turns with the tool definitions placed where the template writes them (``tools-at``).
+
+        ``after-system``: after the leading system message (or first, when there is none);
+        ``first``: before everything; ``before-last-user``: before the last user message. With
+        several (a template switch moves them), the renderer takes the first its grammar accepts.
+        """
+        if not self.defs:
+            return [self]
+        users = [k for k, r in enumerate(self.roles) if r == "user"]
+        starts = {
+            "after-system": 1 if self.roles and self.roles[0] == "system" else 0,
+            "first": 0,
+            "before-last-user": users[-1] if users else len(self.roles),
+        }
+        out: list[Expanded] = []
+        for at in dict.fromkeys(starts[w] for w in where):
+            n = len(self.defs)
+            placed = Expanded(
+                self.roles[:at] + [TOOL_DEF] * n + self.roles[at:],
+                self.contents[:at] + self.defs + self.contents[at:],
+                self.open_last,
+                self.origin[:at] + [-1] * n + self.origin[at:],
+                self.open_index,
+            )
+            # An open message must end the text: the definitions cannot come after it.
+            if not placed.open_last or placed.origin[-1] == placed.open_index:
+                out.append(placed)
+        if not out:
+            raise UnsupportedConversationError(
+                f"message {self.open_index} is open (complete=False), but {name} writes the tool definitions "
+                "after it, so it cannot end the text; leave it complete (complete=True)",
+                index=self.open_index,
+                format=name,
+            )
+        return out
 
 
 def expand(
-    messages: Sequence[Any], tools: Sequence[Any] | None, written: frozenset[str], raw_string_args: bool, name: str
+    messages: Sequence[Any], tools: Sequence[Any] | None, written: frozenset[str], payloads: Payloads, name: str
 ) -> Expanded:
     """The flat turns of ``messages`` and ``tools`` for a format that writes the structural roles ``written``.
 
@@ -110,7 +144,11 @@ def expand(
             for k, call in enumerate(calls):
                 fname, args = _call(call, i, k)
                 out.roles += [TOOL_CALL, TOOL_ARGS]
-                out.contents += [fname, _args_text(args, raw_string_args, i, k)]
+                try:
+                    text = payloads.args_text(args, f"message {i}, tool call {k}")
+                except RenderError as e:
+                    raise RenderError(str(e), index=i) from None
+                out.contents += [fname, text]
                 out.origin += [i, i]
     if open_index != -1 and open_index != len(messages) - 1:
         raise RenderError(
@@ -119,23 +157,13 @@ def expand(
             index=open_index,
         )
     out.open_last = open_index != -1
+    out.open_index = open_index
     if tools:
         if TOOL_DEF not in written:
             raise UnsupportedConversationError(f"{name} does not write tool definitions (tools=...)", format=name)
         if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Iterable):
             raise RenderError(f"tools must be a list of JSON schemas, not {type(tools).__name__}")
-        defs = [_tool_text(t, k) for k, t in enumerate(tools)]
-        at = 1 if out.roles and out.roles[0] == "system" else 0
-        out.roles[at:at] = [TOOL_DEF] * len(defs)
-        out.contents[at:at] = defs
-        out.origin[at:at] = [-1] * len(defs)
-    if out.open_last and out.origin[-1] != open_index:
-        raise UnsupportedConversationError(
-            f"message {open_index} is open (complete=False), but {name} writes the tool definitions after it, "
-            "so it cannot end the text; leave it complete (complete=True)",
-            index=open_index,
-            format=name,
-        )
+        out.defs = [payloads.tool_text(t, k) for k, t in enumerate(tools)]
     return out
 
 
@@ -199,27 +227,6 @@ def _call(call: Any, i: int, k: int) -> tuple[str, Any]:
     return fname, fn["arguments"]
 
 
-def _args_text(args: Any, raw_string_args: bool, i: int, k: int) -> str:
-    """The arguments as the template writes them: JSON, or a string as it is where the template keeps it."""
-    if isinstance(args, str) and raw_string_args:
-        return args
-    try:
-        return tojson(args)
-    except (TypeError, ValueError) as e:
-        raise RenderError(f"message {i}, tool call {k}: the arguments are not JSON ({e})", index=i) from None
-
-
-def _tool_text(tool: Any, k: int) -> str:
-    """A definition as the template writes it: JSON; one given as text (as ``parse`` keeps a
-    definition that is not JSON) is written as it is."""
-    if isinstance(tool, str):
-        return tool
-    try:
-        return tojson(tool)
-    except (TypeError, ValueError) as e:
-        raise RenderError(f"tool {k} is not JSON ({e})") from None
-
-
 @dataclass
 class Collapsed:
     messages: list[Message]
@@ -231,6 +238,7 @@ class Collapsed:
 
 def collapse(
     messages: Sequence[Message],
+    payloads: Payloads,
     spans: Sequence[Span] | None = None,
     text: str | None = None,
     canonical: bool = True,
@@ -266,7 +274,7 @@ def collapse(
         if role == TOOL_DEF:
             tools = tools if tools is not None else []
             # A definition cut short (a truncated text) is kept as the text so far.
-            tool, problem = _decoded(m.content, canonical) if m.complete else (m.content, None)
+            tool, problem = payloads.read_tool(m.content, canonical) if m.complete else (m.content, None)
             tools.append(tool)
             if problem is not None:
                 problems += 1
@@ -284,7 +292,7 @@ def collapse(
             if args_msg is not None:
                 # Arguments still being written (an open turn) are the text so far.
                 done = args_msg.complete
-                args, problem = _decoded(args_msg.content, canonical) if done else (args_msg.content, None)
+                args, problem = payloads.read_args(args_msg.content, canonical) if done else (args_msg.content, None)
                 fn["arguments"] = args
                 if problem is not None:
                     problems += 1
@@ -331,25 +339,13 @@ def _with(m: Message, **changes: Any) -> Message:
     return Message(**{k: v for k, v in data.items() if v is not None})
 
 
-def _decoded(raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
-    """A JSON payload's value, and what is wrong with it: the JSON error (the text is then
-    kept as it is), "noncanonical" (JSON, but not as the template writes it), or None."""
-    try:
-        value = json.loads(raw)
-    except ValueError as e:
-        return raw, e
-    if canonical and tojson(value) != raw:
-        return value, "noncanonical"
-    return value, None
-
-
 def _diagnostic(problem: ValueError | str, text: str, sp: Span, what: str, index: int | None, code: str) -> Diagnostic:
     """Where a payload (the content of ``sp``) is wrong, and how."""
-    if isinstance(problem, str):
+    if problem == NONCANONICAL:
         return Diagnostic.at(
             text,
             "noncanonical-json",
-            f"{what} are JSON, but not written as the template writes JSON (json.dumps)",
+            f"{what}: JSON, but not written as the template writes it (json.dumps)",
             "they read as their value; render writes them back canonically",
             sp.content_start,
             sp.content_end,
@@ -361,7 +357,7 @@ def _diagnostic(problem: ValueError | str, text: str, sp: Span, what: str, index
     return Diagnostic.at(
         text,
         code,
-        f"{what} are not JSON: {msg}; kept as text",
+        f"{what}: not JSON ({msg}); kept as text",
         "the raw text is kept where the value would be (function.arguments, .tools), and renders back as it is",
         at,
         sp.content_end,

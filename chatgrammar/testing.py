@@ -19,9 +19,10 @@ from ._errors import UnsupportedConversationError
 from ._format import Format
 from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_DEF, Gen, Lit, Msg
 from ._message import Message
+from ._payloads import Payloads
 from ._registry import formats, get_format
 from ._render import READERS
-from ._structure import collapse, tojson
+from ._structure import collapse
 
 try:
     from hypothesis import strategies as st
@@ -121,10 +122,15 @@ def conversations(
     c = f._c
     dfa = c.dfa
     content = contents() if content is None else content
-    fixed_roles = {s.role for s in c.shapes.values() if s.role is not None} | set(c.spec.header.get("role-alias", {}))
-    generic_roles = [r for r in ["system", "user", ASSISTANT, *EXTRA_ROLES] if r not in fixed_roles]
+    planner = f._planner
+    aliased = set(c.spec.header.get("role-alias", {}))
+    # The roles a ROLE slot writes at a state: those with no rule of their own there, that no
+    # other rule writes in its place (the renderer asks the same).
+    generic_roles = {
+        s: [r for r in ["system", "user", ASSISTANT, *EXTRA_ROLES] if r not in own and r not in aliased]
+        for s, own in planner.own_roles.items()
+    }
     distance = _distance_to_accept(f)
-    raw_args = c.spec.header.get("tool-args") == "raw-string"
     state, msgs = 0, list[Message]()
     can_open = True
     while True:
@@ -137,12 +143,12 @@ def conversations(
         t = draw(st.sampled_from(steps))
         if isinstance(t.atom, Msg) and t.atom.dropped:  # a message the template writes nothing for
             role = t.atom.role or "system"
-            msgs.append(Message(role=role, content=draw(_structural_content(role, content, raw_args))))
+            msgs.append(Message(role=role, content=draw(_structural_content(role, content, c.payloads))))
             can_open = False
         elif isinstance(t.atom, Msg):
             shape = c.shapes[t.atom.rule]
-            role = shape.role or draw(st.sampled_from(generic_roles))
-            msgs.append(Message(role=role, content=draw(_structural_content(role, content, raw_args))))
+            role = shape.role or draw(st.sampled_from([r for r in generic_roles[state] if not planner.refused(r)]))
+            msgs.append(Message(role=role, content=draw(_structural_content(role, content, c.payloads))))
             can_open = shape.content.transform not in READERS and role not in STRUCTURAL
         state = t.target
     if c.spec.header.get("system-at") == "last-user":
@@ -151,7 +157,7 @@ def conversations(
         msgs = systems + [m for m in msgs if m.role != "system"]
     tools: list[Any] | None = None
     if c.structural:  # the turns of reasoning, calls and tool definitions, folded as render takes them
-        folded = collapse(msgs)
+        folded = collapse(msgs, c.payloads)
         msgs, tools = folded.messages, folded.tools
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
     options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
@@ -192,15 +198,15 @@ _TOOL = st.builds(
 )
 
 
-def _structural_content(role: str, content: st.SearchStrategy[str], raw_args: bool) -> st.SearchStrategy[str]:
+def _structural_content(role: str, content: st.SearchStrategy[str], payloads: Payloads) -> st.SearchStrategy[str]:
     """What a structural turn holds, as the format writes it: a name, JSON arguments, a tool's JSON."""
     if role == TOOL_CALL:
         return st.one_of(_NAMES, content.filter(bool))
     if role == TOOL_ARGS:
-        args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(tojson)
-        return st.one_of(args, content) if raw_args else args
+        args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(lambda a: payloads.args_text(a, ""))
+        return st.one_of(args, content) if payloads.args != "json" else args
     if role == TOOL_DEF:
-        return _TOOL.map(tojson)
+        return _TOOL.map(lambda t: payloads.tool_text(t, 0))
     return content
 
 

@@ -65,10 +65,17 @@ def test_whatever_parses_renders_back_to_itself(name: str, data: st.DataObject) 
         # Tool-call arguments or definitions that are not JSON as the template writes it read as
         # their value (or as their text) and are reported; rendering those writes them canonically.
         assert problems <= {"invalid-arguments", "invalid-tool", "noncanonical-json"}, problems
+        try:
+            again = fmt.render(got, **options)
+        except cg.UnsupportedConversationError:
+            # What only a model writes (DeepSeek-R1's thinking after its prefilled <think>) is read,
+            # never rendered: the template would drop it from the history.
+            assert any(rule.endswith("__read") for rule in fmt._c.shapes), got
+            return
         if problems:
-            assert fmt.parse(fmt.render(got, **options)) == got
+            assert fmt.parse(again) == got
         else:
-            assert fmt.render(got, **options) == text
+            assert again == text
 
 
 @pytest.mark.parametrize("name", FORMATS)
