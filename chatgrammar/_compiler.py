@@ -19,6 +19,7 @@ from ._ir import (
     STRUCTURAL,
     TOOL_ARGS,
     TOOL_CALL,
+    TOOL_DEF,
     Alt,
     Gen,
     Lit,
@@ -39,11 +40,12 @@ from ._patterns import (
     date_pattern,
     derive_slot_rules,
     guard_for,
+    json_object,
     re_escape,
     slot_pattern,
     triggers_for,
 )
-from ._payloads import Payloads
+from ._payloads import JSON_DEFS, Payloads
 
 __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "compile_spec"]
 
@@ -123,6 +125,9 @@ class Compiled:
     # Trimmed content slots of answers before tool calls: content trimmed to nothing is refused.
     trimmed_before_calls: frozenset[int] = frozenset()
     payloads: Payloads = field(default_factory=Payloads)  # how tool calls and definitions are written
+    # Content slots that a bare structure (a tool definition written as its text alone) could be
+    # read from, at their start: content matching one of these is checked by reading it back.
+    lead_checks: dict[int, list[Callable[[str], object]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -164,6 +169,9 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     # Before the shapes are built: their regexes read the slots' patterns.
     aliases = sorted(spec.header.get("role-alias", {}))
     role_refused, role_after = _refuse_fixed_roles(start, rules, aliases)
+    payloads = Payloads(spec.header.get("tool-args", "json"), spec.header.get("tool-defs", "json"))
+    if payloads.defs in JSON_DEFS:
+        _json_shaped(start, TOOL_DEF, rules)
     shapes: dict[str, Shape] = {}
     for msg in _messages(start):
         if msg.rule not in shapes and not msg.dropped:
@@ -173,6 +181,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         raise GrammarError("the grammar writes nothing: every branch holds a read-only (__read) rule", source=origin)
     dfa = Dfa.build(positions(written, _is_message_level_atom))
     parse_dfa = Dfa.build(positions(silent_removed(start), _is_message_level_atom))
+    lead_checks = _refuse_bare_structures(start, parse_dfa, shapes, rules, origin)
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
     triggers = triggers_for(content_rules.values())
@@ -216,7 +225,8 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         role_after=role_after,
         structural=any(s.role in STRUCTURAL for s in shapes.values()),
         struct_marks=tuple(marks),
-        payloads=Payloads(spec.header.get("tool-args", "json"), spec.header.get("tool-defs", "json")),
+        payloads=payloads,
+        lead_checks=lead_checks,
         trimmed_before_calls=frozenset(
             id(s.content)
             for s in shapes.values()
@@ -263,6 +273,60 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, boo
                 marks.append((lit.text, part, part and m.role == TOOL_CALL and not answered and bool(first)))
                 break
     return list(dict.fromkeys(marks))
+
+
+def _json_shaped(start: Node, role: str, rules: dict[int, SlotRules]) -> None:
+    """The content slots of ``role`` read only a JSON object (``{`` ... ``}``), as the format writes it."""
+    for m in _messages(start):
+        if m.role != role:
+            continue
+        for s in walk(m.body):
+            if isinstance(s, Slot) and s.field == "content" and not s.transform:
+                s.pattern = rules[id(s)].pattern = json_object(s.pattern)
+
+
+def _refuse_bare_structures(
+    start: Node, dfa: Dfa, shapes: dict[str, Shape], rules: dict[int, SlotRules], origin: str
+) -> dict[int, list[Callable[[str], object]]]:
+    """Bare turns that could begin where a structure written as its text alone begins.
+
+    After Llama's tool definitions (``{...}`` then a blank line, repeated) comes the user's
+    text, with nothing between: that text must not begin with what reads as one more
+    definition. Its slot refuses that at its start (so every reader takes the definition), and
+    the renderer reads back a content that begins so. Returns the checks by ``id(slot)``.
+    """
+    checks: dict[int, list[Callable[[str], object]]] = {}
+    refused: dict[str, list[str]] = {}
+    for trs in dfa.transitions:
+        bare = [shapes[t.atom.rule] for t in trs if isinstance(t.atom, Msg) and t.atom.rule in shapes]
+        bare = [s for s in bare if not s.lead]
+        for structure in (s for s in bare if s.role in STRUCTURAL):
+            text = _regex_text(structure.regex)
+            for other in (s for s in bare if s is not structure and s.role not in STRUCTURAL):
+                if text not in refused.setdefault(other.rule, []):
+                    refused[other.rule].append(text)
+    for rule, texts in refused.items():
+        guard = "(?!" + "|".join(texts) + ")"
+        for m in _messages(start):
+            if m.rule != rule:
+                continue
+            for s in walk(m.body):
+                if isinstance(s, Slot) and s.field == "content" and not s.pattern.startswith(guard):
+                    s.pattern = rules[id(s)].pattern = guard + s.pattern
+            shapes[rule] = _shape(m, origin)
+        checks[id(shapes[rule].content)] = [re.compile(t).match for t in texts]
+    return checks
+
+
+def _regex_text(parts: list[RegexPart]) -> str:
+    """A message's regex parts as one regex (slots as plain groups)."""
+    out: list[str] = []
+    for p in parts:
+        if isinstance(p, str):
+            out.append(p)
+        else:
+            out.append(f"(?:{p.pattern})" + ("?" if p.optional else ""))
+    return "".join(out)
 
 
 def _is_message_level_atom(n: Node) -> bool:

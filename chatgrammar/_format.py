@@ -703,6 +703,12 @@ class Format:
                 )
         if c.struct_marks and not suspect:  # content that could spell a tool call, a result...
             suspect = any(m in contents[i] for i in plan.contents for m in c.struct_marks)
+        if c.lead_checks and not suspect:  # content that could begin with a tool definition
+            suspect = any(
+                check(contents[i])
+                for i, slot in zip(plan.contents, plan.slots, strict=True)
+                for check in c.lead_checks.get(id(slot), ())
+            )
         text = plan.build(r.roles, contents, r.values)
         if suspect:
             read = r.variant.scanner.scan(text)
@@ -742,6 +748,17 @@ class Format:
                     f"message {i} ({r.roles[i]!r}) is empty where {self.name} needs content: its template "
                     "writes an empty one differently, so the prompt would not read back as the same "
                     "conversation. Give it content, or pass on_unsafe='allow' to render it anyway.",
+                    index=i,
+                    offset=0,
+                    delimiter="",
+                    format=self.name,
+                )
+        for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
+            if any(check(r.contents[i]) for check in c.lead_checks.get(id(slot), ())):
+                return UnsafeContentError(
+                    f"message {i} ({r.roles[i]!r}) begins with text that {self.name} would read as one more "
+                    "tool definition (a JSON object, then a blank line): the model would read a different "
+                    "conversation. Change its start, or pass on_unsafe='allow' to render it anyway.",
                     index=i,
                     offset=0,
                     delimiter="",

@@ -86,6 +86,9 @@ def detect(text: str, candidates: Sequence[str | Format] | None = None) -> list[
             for m, s in zip(parsed, spans, strict=True)
             if not (m.role == "system" and default is not None and m.content == default)
         )
+        # Text read as a delimiter cut short only might be one: it explains nothing (a whole
+        # text read as the start of a turn's opening, its role still being written).
+        content += sum(d.end - d.pos for d in parsed.diagnostics if d.code == "truncated")
         score = max(len(text) - content, 0) / len(text)
         score /= 2 ** len({d.code for d in parsed.diagnostics})
         if score <= 0:

@@ -27,6 +27,9 @@ from ._errors import GrammarError
 from ._ir import Lit, Node, Slot
 
 __all__ = [
+    "JSON_OBJECT",
+    "json_object",
+    "partial",
     "date_pattern",
     "date_check",
     "Guard",
@@ -359,6 +362,19 @@ def slot_pattern(rules: SlotRules, transform: str | None) -> str:
     elif transform in ("strip_nl", "rstrip_nl"):
         tail = r"(?<!\n)"
     return f"{head}{one}{body}{tail}"
+
+
+JSON_OBJECT = (r"(?=\{)", r"(?<=\})")  # around a slot's pattern: it reads a JSON object's text
+
+
+def json_object(pattern: str) -> str:
+    """``pattern``, reading only text that begins with ``{`` and ends with ``}``."""
+    return JSON_OBJECT[0] + pattern + JSON_OBJECT[1]
+
+
+def partial(pattern: str) -> str:
+    """What a slot's pattern accepts of a content cut short: a JSON object need not be closed yet."""
+    return pattern.removesuffix(JSON_OBJECT[1])
 
 
 @dataclass

@@ -23,10 +23,11 @@ from typing import Any
 
 from ._errors import RenderError
 
-__all__ = ["ARGS_MODES", "DEFS_MODES", "NONCANONICAL", "Payloads", "tojson"]
+__all__ = ["ARGS_MODES", "DEFS_MODES", "JSON_DEFS", "NONCANONICAL", "Payloads", "tojson"]
 
 ARGS_MODES = ("json", "raw-string", "text")
 DEFS_MODES = ("json", "json-indent4")
+JSON_DEFS = frozenset(("json", "json-indent4"))  # modes whose definitions read back as JSON objects
 NONCANONICAL = "noncanonical"  # a payload that is JSON, but not written as the template writes it
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._compiler import ASSISTANT, Compiled, RegexPart, SlotPart
 from ._message import Message, make_message
-from ._patterns import re_escape
+from ._patterns import partial, re_escape
 from ._results import Diagnostic, Span
 from ._scanner import _GEN, _LIT, _MSG, _OPEN, Alt, Scanner, _alternation, _atomic
 
@@ -548,7 +548,7 @@ class Reader:
         info = self._content.get(id(form))
         if info is None:
             trims = any(
-                shape.content.pattern == form.content_pattern
+                partial(shape.content.pattern) == form.content_pattern
                 and shape.content.transform in ("strip", "rstrip", "strip_nl", "rstrip_nl")
                 for shape in self.c.shapes.values()
             )
@@ -752,7 +752,10 @@ def _turn_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> 
         own = b.new_group()
         b.out.append("()")
     cg = b.new_group()
-    b.out.append(f"(?:{_slot(parts[k], cg)})?")  # type: ignore[arg-type]
+    content = parts[k]
+    assert isinstance(content, SlotPart)
+    content = SlotPart(content.field, partial(content.pattern), content.optional, content.name)  # cut short
+    b.out.append(f"(?:{_slot(content, cg)})?")
     clg = b.new_group()
     b.out.append(r"([\s\S]*)\Z")
     return _Form(
@@ -765,7 +768,7 @@ def _turn_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> 
         closing=closing,
         after_parts=list(parts[k + 1 :]),
         closing_group=clg,
-        content_pattern=parts[k].pattern,  # type: ignore[union-attr]
+        content_pattern=content.pattern,
         bare=not any(_is_literal(p) or isinstance(p, SlotPart) for p in parts[folded:k]),
     )
 

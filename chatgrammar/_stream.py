@@ -9,6 +9,7 @@ from ._errors import ParseError
 from ._format import Format, _Variant
 from ._ir import REASONING, TOOL_ARGS, TOOL_CALL, TOOL_DEF
 from ._message import Message
+from ._patterns import partial
 from ._reader import json_repr, unescape
 from ._registry import get_format
 from ._results import (
@@ -328,7 +329,7 @@ class _Tables:
                     continue
                 ends: list[str] = []
                 for shape in c.shapes.values():
-                    if shape.content.pattern == form.content_pattern:
+                    if partial(shape.content.pattern) == form.content_pattern:
                         rules = c.rules[id(shape.content)]
                         ends += rules.anywhere + rules.at_end + rules.at_start
                 ends += [x[: self.hold] for x in reader.continuations(form)]
