@@ -181,6 +181,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         raise GrammarError("the grammar writes nothing: every branch holds a read-only (__read) rule", source=origin)
     dfa = Dfa.build(positions(written, _is_message_level_atom))
     parse_dfa = Dfa.build(positions(silent_removed(start), _is_message_level_atom))
+    _check_unmarked(dfa, shapes, origin)
     lead_checks = _refuse_bare_structures(start, parse_dfa, shapes, rules, origin)
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
@@ -574,10 +575,29 @@ def _check_message(msg: Msg, origin: str) -> None:
                 "renderer could not tell whether to write it",
                 source=origin,
             )
-    if not _writes_text(msg.body) and not (msg.role == ASSISTANT and _writes_text_with_content(msg.body)):
-        # An answer written only when it has content (the text before a tool call) is the
-        # one message allowed to write nothing: the call after it marks where it stood.
+    if not _writes_text(msg.body) and msg.role != ASSISTANT:
+        # An answer before tool calls is the one message allowed to write nothing when empty:
+        # the call after it marks where it stood (checked on the automaton: _check_unmarked).
         raise GrammarError(f"message rule {rule!r} can be empty; a message needs a literal", source=origin)
+
+
+def _check_unmarked(dfa: Dfa, shapes: dict[str, Shape], origin: str) -> None:
+    """An answer that can write nothing is followed only by what marks it: a tool call."""
+    for trs in dfa.transitions:
+        for t in trs:
+            if not isinstance(t.atom, Msg) or t.atom.rule not in shapes or _writes_text(shapes[t.atom.rule].body):
+                continue
+            after = dfa.transitions[t.target]
+            if (
+                dfa.accepting[t.target]
+                or not after
+                or any(not (isinstance(a.atom, Msg) and a.atom.role == TOOL_CALL) for a in after)
+            ):
+                raise GrammarError(
+                    f"message rule {t.atom.rule!r} can be empty; a message needs a literal (an answer with "
+                    "none of its own must be followed by its tool calls only)",
+                    source=origin,
+                )
 
 
 def _shape(msg: Msg, origin: str) -> Shape:
@@ -621,11 +641,6 @@ def _writes_text(n: Node) -> bool:
     if isinstance(n, Seq):
         return any(_writes_text(i) for i in n.items)
     return False
-
-
-def _writes_text_with_content(n: Node) -> bool:
-    """An optional group holding the content and a literal: text exactly when the content is not empty."""
-    return any(isinstance(o, Opt) and any(isinstance(x, Lit) for x in walk(o)) for o in walk(n))
 
 
 def _cut(n: Node, content: Slot, keep: bool) -> Node | None:
