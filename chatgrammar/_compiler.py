@@ -127,7 +127,8 @@ class Compiled:
     payloads: Payloads = field(default_factory=Payloads)  # how tool calls and definitions are written
     # Content slots that a bare structure (a tool definition written as its text alone) could be
     # read from, at their start: content matching one of these is checked by reading it back.
-    lead_checks: dict[int, list[Callable[[str], object]]] = field(default_factory=dict)
+    # Each check comes with what such a content would be read as, for the error.
+    lead_checks: dict[int, list[tuple[Callable[[str], object], str]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -162,6 +163,13 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
                 for text, answers_only, start_only in found:
                     if not answers_only or m.role == ASSISTANT:
                         (at_start if start_only else anywhere).setdefault(id(s), []).append(text)
+    # Flags a template takes out of the first system message never stand in what it writes.
+    flags = [flag for _, _, flag in spec.header.get("option-flags", [])]
+    for m in _messages(start) if flags else []:
+        if m.role == "system":
+            for s in walk(m.body):
+                if isinstance(s, Slot) and s.field == "content":
+                    anywhere.setdefault(id(s), []).extend(flags)
     rules = derive_slot_rules(start, tokens, markers, origin, anywhere, at_start)
     _merge_occurrences(start, rules)
     if spec.header.get("date"):
@@ -183,6 +191,8 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     parse_dfa = Dfa.build(positions(silent_removed(start), _is_message_level_atom))
     _check_unmarked(dfa, shapes, origin)
     lead_checks = _refuse_bare_structures(start, parse_dfa, shapes, rules, origin)
+    for key, checks in _refuse_longer_siblings(start, shapes, rules, origin).items():
+        lead_checks.setdefault(key, []).extend(checks)
     role_slots = [s for s in walk(start) if isinstance(s, Slot) and s.field == "role"]
     content_rules = {id(s.content): rules[id(s.content)] for s in shapes.values()}
     triggers = triggers_for(content_rules.values())
@@ -288,7 +298,7 @@ def _json_shaped(start: Node, role: str, rules: dict[int, SlotRules]) -> None:
 
 def _refuse_bare_structures(
     start: Node, dfa: Dfa, shapes: dict[str, Shape], rules: dict[int, SlotRules], origin: str
-) -> dict[int, list[Callable[[str], object]]]:
+) -> dict[int, list[tuple[Callable[[str], object], str]]]:
     """Bare turns that could begin where a structure written as its text alone begins.
 
     After Llama's tool definitions (``{...}`` then a blank line, repeated) comes the user's
@@ -296,7 +306,7 @@ def _refuse_bare_structures(
     definition. Its slot refuses that at its start (so every reader takes the definition), and
     the renderer reads back a content that begins so. Returns the checks by ``id(slot)``.
     """
-    checks: dict[int, list[Callable[[str], object]]] = {}
+    checks: dict[int, list[tuple[Callable[[str], object], str]]] = {}
     refused: dict[str, list[str]] = {}
     for trs in dfa.transitions:
         bare = [shapes[t.atom.rule] for t in trs if isinstance(t.atom, Msg) and t.atom.rule in shapes]
@@ -315,7 +325,47 @@ def _refuse_bare_structures(
                 if isinstance(s, Slot) and s.field == "content" and not s.pattern.startswith(guard):
                     s.pattern = rules[id(s)].pattern = guard + s.pattern
             shapes[rule] = _shape(m, origin)
-        checks[id(shapes[rule].content)] = [re.compile(t).match for t in texts]
+        what = "one more tool definition (a JSON object, then a blank line)"
+        checks[id(shapes[rule].content)] = [(re.compile(t).match, what) for t in texts]
+    return checks
+
+
+def _refuse_longer_siblings(
+    start: Node, shapes: dict[str, Shape], rules: dict[int, SlotRules], origin: str
+) -> dict[int, list[tuple[Callable[[str], object], str]]]:
+    """A shape's content does not read what a longer shape of its role writes in its place.
+
+    SmolLM3 writes a system turn with custom instructions, or the same turn with its default
+    text where they would stand (a rule whose own content is never written): the instructions'
+    slot refuses at its start the other rule's text from there to its end, so every reader
+    takes the default's rule, and the renderer reads back a content that is that text.
+    """
+    checks: dict[int, list[tuple[Callable[[str], object], str]]] = {}
+    for a in shapes.values():
+        pieces = a.pieces
+        k = next(i for i, p in enumerate(pieces) if not isinstance(p, str))
+        if not pieces[k] or pieces[k][0] not in ("c", "?"):
+            continue
+        for b in shapes.values():
+            if b is a or b.role != a.role or b.content.transform != "drop" or not b.lead.startswith(a.lead):
+                continue
+            tail = "".join(p for p in b.pieces if isinstance(p, str))[len(a.lead) :]
+            # What ``a`` writes after its content: the rest of its optional group, then its end.
+            inner = pieces[k][2] if pieces[k][0] == "?" else []
+            after = "".join(p for p in [*inner, *pieces[k + 1 :]] if isinstance(p, str))
+            if not tail.endswith(after) or len(tail) == len(after):
+                continue
+            guard = "(?!" + re_escape(tail) + ")"
+            for m in _messages(start):
+                if m.rule != a.rule:
+                    continue
+                for s in walk(m.body):
+                    if isinstance(s, Slot) and s.field == "content" and not s.pattern.startswith(guard):
+                        s.pattern = rules[id(s)].pattern = guard + s.pattern
+                shapes[a.rule] = _shape(m, origin)
+            written = tail[: len(tail) - len(after)]  # the content that would write ``b``'s text
+            check = re.compile(re_escape(written) + r"\Z").match
+            checks.setdefault(id(shapes[a.rule].content), []).append((check, "the template's own default text"))
     return checks
 
 

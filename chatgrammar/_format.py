@@ -89,6 +89,7 @@ class Format:
         self._always_gen = header.get("generation") == "always"
         self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
         self._gather: tuple[str, str | None] | None = header.get("system-gather")
+        self._option_flags: list[tuple[str, Any, str]] = header.get("option-flags", [])
 
     # -- metadata --------------------------------------------------------------
 
@@ -226,8 +227,8 @@ class Format:
         dropped_beside_calls: set[str] = set()
         for shape in c.shapes.values():
             t = shape.content.transform
-            if t == "drop":
-                dropped_beside_calls.add(shape.role or "other roles'")
+            if t == "drop" and shape.role == ASSISTANT:
+                dropped_beside_calls.add(shape.role)
             elif t in _TRIMS and shape.role not in STRUCTURAL:
                 by_role.setdefault(shape.role or "other roles'", set()).add(_TRIMS[t])
         for role, trims in sorted(by_role.items()):
@@ -249,7 +250,12 @@ class Format:
                 f"system messages are written first, wherever they are, and {which}: they read back as one "
                 "system message at the start; an empty one writes nothing and does not read back"
             )
-        if default is not None:
+        if default is not None and header.get("default-system-if") == "not-first-or-empty":
+            losses.append(
+                "with no system message, or an empty one, the template writes a default one: it reads back as an "
+                "empty system message"
+            )
+        elif default is not None:
             losses.append("with no system message the template writes a default one: it reads back as a system message")
         if self._planner.has_dropped:
             dropped = sorted(
@@ -414,6 +420,8 @@ class Format:
                     text = None
                 if text is not None:
                     return text
+        if self._option_flags:
+            msgs, options = self._flagged(msgs, options)
         r = self._prepare(self._variant(options), msgs, gen, date, tools)
         if on_unsafe == "allow":
             return r.plan.build(r.roles, r.contents, r.values)
@@ -450,6 +458,8 @@ class Format:
         """
         msgs: list[Any] = messages if type(messages) is list else list(messages)
         gen = add_generation_prompt or self._always_gen
+        if self._option_flags:
+            msgs, options = self._flagged(msgs, options)
         variant = self._variant(options)
         r = self._prepare(variant, msgs, gen, date, tools)
         if on_unsafe == "allow":
@@ -472,7 +482,9 @@ class Format:
         if self._gather is not None and self._gather[1] is not None:
             joiner = len(variant.compiled.spec.terminals[self._gather[1]])
         given = len(r.expanded) if r.expanded is not None else len(msgs)
-        found = _spans_of(r, read.messages, read.spans, variant.compiled, given, joiner)
+        found = _spans_of(r, read.messages, read.spans, variant.compiled, given - r.replaced, joiner)
+        if r.replaced:  # the empty system message stands where the template wrote its default
+            found.insert(0, read.spans[0] if read.spans else None)
         if r.expanded is not None:
             found = _folded_spans(found, r.expanded, r.expanded_roles, len(msgs))
         return text, found
@@ -498,7 +510,41 @@ class Format:
         [Message(role='user', content='Hi', complete=True)]
         """
         gen = add_generation_prompt or self._always_gen
-        return self._prepare(self._variant(options), messages, gen, date, tools).expected()
+        msgs: list[Any] = messages if type(messages) is list else list(messages)
+        if self._option_flags:
+            msgs, options = self._flagged(msgs, options)
+        return self._prepare(self._variant(options), msgs, gen, date, tools).expected()
+
+    def _flagged(self, msgs: list[Any], options: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The messages and options as the template reads them when a first system message holds
+        one of its flags (``option-flags``: SmolLM3's /think and /no_think): the first flag found
+        sets its option, and every flag is taken out of the message."""
+        if not msgs:
+            return msgs, options
+        first = msgs[0]
+        if isinstance(first, Message):
+            role, content = first.role, first.content
+        elif isinstance(first, dict) and isinstance(first.get("content"), str):
+            role, content = str(first.get("role")), str(first["content"])
+        else:
+            return msgs, options  # read_messages says what is wrong with it
+        if role != "system":
+            return msgs, options
+        for option, value, flag in self._option_flags:
+            if flag in content:
+                options = {**options, option: value}
+                break
+        stripped = content
+        for _, _, flag in self._option_flags:
+            stripped = stripped.replace(flag, "")
+        if stripped == content:
+            return msgs, options
+        changed = (
+            first.model_copy(update={"content": stripped})
+            if isinstance(first, Message)
+            else {**first, "content": stripped}
+        )
+        return [changed, *msgs[1:]], options
 
     def _prepare(
         self,
@@ -615,6 +661,7 @@ class Format:
         open_last: bool,
         gen: bool,
         values: tuple[str, ...],
+        default: bool = False,
     ) -> _Rendering:
         c = variant.compiled
         if open_last and not contents[-1]:
@@ -633,12 +680,12 @@ class Format:
                 f"{self.name} has no generation prompt", index=len(roles) - 1 if roles else None, format=self.name
             )
         try:
-            plan = variant.planner.plan(roles, open_last, gen)
+            plan = variant.planner.plan(roles, open_last, gen, default)
         except UnsupportedConversationError:
             if not gen or self._header.get("generation-elsewhere") != "nothing":
                 raise
             try:  # the template writes no generation prompt here: write none, if the rest can be
-                plan = variant.planner.plan(roles, open_last, False)
+                plan = variant.planner.plan(roles, open_last, False, default)
             except UnsupportedConversationError:
                 pass
             else:
@@ -649,10 +696,15 @@ class Format:
         for i, fn in plan.transforms:
             contents[i] = fn(contents[i])
         if open_last and not contents[-1]:  # only whitespace, which the template trims away
-            return self._plan(variant, roles, contents, True, False, values)
+            return self._plan(variant, roles, contents, True, False, values, default)
         if not self._fast_ok and roles and roles[0] == "system" and plan.order[0] == 0 and not contents[0]:
             # The template writes its default for an empty system message, as for none.
-            return self._plan(variant, roles[1:], given[1:], open_last, gen, values)
+            try:
+                r = self._plan(variant, roles[1:], given[1:], open_last, gen, values, default=True)
+            except RenderError as e:  # about the messages after the system message
+                raise _pointed_back(e, list(range(1, len(roles) + 1))) from None
+            r.replaced = True
+            return r
         n = len(roles)
         if gen:  # what a generation prompt written from a message rule is written for
             roles.append(ASSISTANT)
@@ -707,7 +759,7 @@ class Format:
             suspect = any(
                 check(contents[i])
                 for i, slot in zip(plan.contents, plan.slots, strict=True)
-                for check in c.lead_checks.get(id(slot), ())
+                for check, _ in c.lead_checks.get(id(slot), ())
             )
         text = plan.build(r.roles, contents, r.values)
         if suspect:
@@ -754,11 +806,12 @@ class Format:
                     format=self.name,
                 )
         for i, slot in zip(r.plan.contents, r.plan.slots, strict=True):
-            if any(check(r.contents[i]) for check in c.lead_checks.get(id(slot), ())):
+            what = next((w for check, w in c.lead_checks.get(id(slot), ()) if check(r.contents[i])), None)
+            if what is not None:
                 return UnsafeContentError(
-                    f"message {i} ({r.roles[i]!r}) begins with text that {self.name} would read as one more "
-                    "tool definition (a JSON object, then a blank line): the model would read a different "
-                    "conversation. Change its start, or pass on_unsafe='allow' to render it anyway.",
+                    f"message {i} ({r.roles[i]!r}) begins with text that {self.name} would read as {what}: "
+                    "the model would read a different conversation. Change its start, or pass "
+                    "on_unsafe='allow' to render it anyway.",
                     index=i,
                     offset=0,
                     delimiter="",
@@ -946,6 +999,9 @@ class Format:
             diagnostics.append(Diagnostic.at(completion, d.code, d.message, d.hint, pos, end, index))
         if not messages:  # the turn the prompt opened, with nothing in it
             messages = [make_message(ASSISTANT, "", False)]
+        tags = self._header.get("completion-reasoning")
+        if tags is not None and messages[-1].role == ASSISTANT:
+            messages[-1] = _thinking_split(messages[-1], *(self._c.spec.terminals[t] for t in tags))
         if stop is not None and not messages[-1].complete:
             messages[-1] = messages[-1].model_copy(update={"complete": True})
         return Completion(messages, stop, rest, diagnostics)
@@ -1029,6 +1085,7 @@ class _Rendering:
         "origin",
         "expanded",
         "expanded_roles",
+        "replaced",
     )
 
     def __init__(
@@ -1056,9 +1113,12 @@ class _Rendering:
         # The caller's message of each turn, when reasoning, tool calls or tools were expanded into turns.
         self.expanded: list[int] | None = None
         self.expanded_roles: list[str] = []
+        self.replaced = False  # an empty first system message the template writes its default for
 
     def pointed_back(self, e: RenderError) -> RenderError:
         """``e`` about the messages as the caller gave them."""
+        if self.replaced:  # written without the caller's empty system message: one more before
+            e = _pointed_back(e, list(range(1, self.n + 2)))
         if self.origin is not None:
             e = _pointed_back(e, self.origin)
         if self.expanded is not None:
@@ -1085,7 +1145,10 @@ class _Rendering:
                     p if isinstance(p, str) else self.values[c.variables.index(p[1].terminal)]
                     for p in c.default_system or []
                 )
-                out.append(make_message("system", text, True))
+                # Where the template writes its default for an empty system message too, its
+                # grammar reads the default back as that: an empty system message.
+                empty = c.spec.header.get("default-system-if") == "not-first-or-empty"
+                out.append(make_message("system", "" if empty else text, True))
                 continue
             role = self.plan.role_forms.get(i, _same)(self.roles[i])
             content = self.plan.readers[i](self.contents[i]) if i in self.plan.readers else self.contents[i]
@@ -1287,6 +1350,15 @@ def _folded_spans(found: list[Span | None], origin: list[int], roles: list[str],
     return out
 
 
+def _thinking_split(m: Message, opening: str, closing: str) -> Message:
+    """An answer that starts with a thinking block, with the block as its reasoning_content
+    (all of the rest when the text stops before the block closes)."""
+    if not m.content.startswith(opening) or m.reasoning_content is not None:
+        return m
+    thought, closed, answer = m.content[len(opening) :].partition(closing)
+    return m.model_copy(update={"content": answer if closed else "", "reasoning_content": thought})
+
+
 def _same(role: str) -> str:
     return role
 
@@ -1301,14 +1373,19 @@ def _merged_system(c: Compiled, system: str, user: str) -> str | None:
 
 
 def _merge_first_system(out: list[Message], c: Compiled) -> None:
-    """A system message written into the user turn after it reads back as that user turn."""
-    for k in range(len(out) - 1):
-        system, user = out[k], out[k + 1]
-        if system.role == "system" and user.role == "user":
-            merged = _merged_system(c, system.content, user.content)
-            if merged is not None:
-                out[k : k + 2] = [make_message("user", merged, user.complete)]
-            return
+    """A system message written into the user turn after it reads back as that user turn.
+
+    That is the first message (or, where the template writes it in the last user turn, the one
+    before that turn): a system message elsewhere is a turn of its own.
+    """
+    k = len(out) - 2 if c.spec.header.get("system-at") == "last-user" else 0
+    if not 0 <= k < len(out) - 1:
+        return
+    system, user = out[k], out[k + 1]
+    if system.role == "system" and user.role == "user":
+        merged = _merged_system(c, system.content, user.content)
+        if merged is not None:
+            out[k : k + 2] = [make_message("user", merged, user.complete)]
 
 
 def _find_delimiter(text: str, anywhere: list[str], at_start: list[str]) -> tuple[str, int] | None:

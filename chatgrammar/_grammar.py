@@ -45,6 +45,8 @@ HEADER_KEYS: dict[str, str] = {
     "bos": "the terminal holding the BOS token",
     "eos": "the terminal holding the EOS token",
     "options": "the template's switches with their values, the default first: enable_thinking=true|false",
+    "option-flags": "texts in a first system message that set an option, and that the template takes out of it, "
+    "the first found winning: enable_thinking=false /no_think, enable_thinking=true /think",
     "date": "a slot the template fills with a date, and its strftime format: DATE %d %b %Y",
     "date-default": "the date text the template writes when no date is given (default: today)",
     "default-system": "a rule whose text the template writes as the system message when there is none",
@@ -60,6 +62,8 @@ HEADER_KEYS: dict[str, str] = {
     "order-error": "the template's reason when the role order is not allowed",
     "role-error": "the template's reason when a role is not allowed",
     "calls-error": "the template's reason when an answer has more tool calls than it writes",
+    "completion-reasoning": "the terminals that open and close the thinking a model writes at the start of its "
+    "answer, where the template writes answers as they are: parse_completion reads it as reasoning_content",
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
     "(a string as it is, a value as JSON) or text (the template takes text only; a value is written as JSON)",
     "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson) or json-indent4",
@@ -168,6 +172,15 @@ def _header_value(key: str, value: str) -> Any:
         return places
     if key == "options":
         return _options(value)
+    if key == "option-flags":
+        flags = []
+        for item in (v.strip() for v in value.split(",")):
+            setting, _, flag = item.partition(" ")
+            name, eq, choice = setting.partition("=")
+            if not eq or not flag.strip() or not name.strip():
+                raise ValueError(f"{item!r} is not option=value FLAG")
+            flags.append((name.strip(), _option_value(choice.strip()), flag.strip()))
+        return flags
     if key == "role-alias":
         pairs = [item.split("=") for item in (v.strip() for v in value.split(",")) if item]
         if any(len(p) != 2 or not all(x.strip() for x in p) for p in pairs):
@@ -178,6 +191,11 @@ def _header_value(key: str, value: str) -> Any:
         if not terminal or not fmt.strip():
             raise ValueError("write the slot then the strftime format: DATE %d %b %Y")
         return (terminal, fmt.strip())
+    if key == "completion-reasoning":
+        tags = value.split()
+        if len(tags) != 2:
+            raise ValueError("write the opening terminal then the closing one: _THINK _THINK_END")
+        return tags
     if key == "system-gather":
         how, _, sep = value.partition(" ")
         if how == "last" and not sep.strip():
@@ -278,7 +296,7 @@ class _Builder:
                 source=self.origin,
                 line=_header_line(self.source, "date"),
             )
-        for key in ("tokens", "markers", "stop", "bos", "eos", "merge-system"):
+        for key in ("tokens", "markers", "stop", "bos", "eos", "merge-system", "completion-reasoning"):
             value = self.header.get(key)
             names = value if isinstance(value, list) else ([value] if value else [])
             for t in names:

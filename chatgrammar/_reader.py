@@ -89,6 +89,7 @@ class Reader:
         # shared by every user of its format.
         self._local = threading.local()
         self._content: dict[int, tuple[list[str], Callable[[str], object], bool]] = {}
+        self._reach: dict[int, Callable[[str, int], re.Match[str] | None]] = {}
         # Each form's continuations by their first character, and the length of the longest.
         self._firsts: dict[int, tuple[dict[str, list[str]], int]] = {}
         self._lead_cache: dict[tuple[int, int], list[str]] = {}
@@ -518,8 +519,11 @@ class Reader:
             firsts = self._firsts[id(form)] = (by_first, max((len(a) for a in after), default=0))
         starting, longest = firsts
         longest += trimmed
+        # The content reaches at most as far as its pattern reads in the whole text: what it
+        # refuses may end past the cut (a result's close and the next result's opening).
+        reach = self._content_reach(form, text, cstart)
         chosen: tuple[str, str, str] | None = None
-        for k in range(max(0, len(tail) - longest), len(tail) + 1):
+        for k in range(max(0, len(tail) - longest), min(len(tail), reach) + 1):
             if k < len(tail) and tail[k] not in starting and not (trims and tail[k].isspace()):
                 continue  # no continuation starts with that character: not a partial delimiter
             suffix, content = tail[k:], tail[:k]
@@ -542,6 +546,14 @@ class Reader:
             return None, Span(0, 0, 0, 0), "", ""
         span = Span(m.start(form.own_group), len(text), cstart, len(text) - len(partial))
         return make_message(role, content, False), span, partial, closes
+
+    def _content_reach(self, form: _Form, text: str, at: int) -> int:
+        """How much of ``text`` from ``at`` the form's content pattern reads, in context."""
+        match = self._reach.get(id(form))
+        if match is None:
+            match = self._reach[id(form)] = re.compile(form.content_pattern).match
+        m = match(text, at)
+        return m.end() - at if m else 0
 
     def _content_info(self, form: _Form) -> tuple[list[str], Callable[[str], object], bool]:
         """What can follow a form's content, its fullmatch, and whether the template trims its end."""

@@ -109,11 +109,13 @@ class Planner:
         self.refused = refused
         self.system_at = header.get("system-at", "first")
 
-    def plan(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
-        key = (tuple(roles), open_last, gen)
+    def plan(self, roles: list[str], open_last: bool, gen: bool, default: bool = False) -> Plan:
+        """How to write a conversation of this shape; ``default``: the template's default system
+        message is written first (in place of an empty one the caller gave), whatever follows."""
+        key: Any = (tuple(roles), open_last, gen) if not default else (tuple(roles), open_last, gen, True)
         plan = self.cache.get(key)
         if plan is None:
-            plan = self._make(roles, open_last, gen)
+            plan = self._make(roles, open_last, gen, default)
             if len(roles) <= _CODEGEN_LIMIT:
                 if len(self.cache) >= _CACHE_LIMIT:
                     self.cache.clear()
@@ -176,27 +178,29 @@ class Planner:
                     (queue.append if extra else queue.appendleft)(nxt)
         return ()
 
-    def text_order(self, roles: list[str]) -> list[int]:
+    def text_order(self, roles: list[str], default: bool = False) -> list[int]:
         """Message indices in the order the template writes them; -1: the default system message."""
         n = len(roles)
         order = list(range(n))
         if self.c.default_system is not None:
-            if (self.default_if == "no-system" and "system" not in roles) or (
-                self.default_if != "no-system" and n and roles[0] != "system"
+            if (
+                default
+                or (self.default_if == "no-system" and "system" not in roles)
+                or (self.default_if != "no-system" and n and roles[0] != "system")
             ):
                 order.insert(0, -1)
         if self.system_at == "last-user" and n >= 2 and roles[0] == "system":
             order = order[1:-1] + [0, order[-1]]
         return order
 
-    def _make(self, roles: list[str], open_last: bool, gen: bool) -> Plan:
+    def _make(self, roles: list[str], open_last: bool, gen: bool, default: bool = False) -> Plan:
         c = self.c
         if self.system_at == "last-user" and "system" in roles[1:]:
             # Only a first system message is moved to the last turn; anywhere else it breaks the order.
             i = roles.index("system", 1)
             reason = c.spec.header.get("order-error") or f"{c.name} takes a system message only first"
             raise UnsupportedConversationError(f"{reason} (message {i} is a system message)", index=i, format=c.name)
-        order = self.text_order(roles)
+        order = self.text_order(roles, default)
         path_roles = ["system" if i == -1 else roles[i] for i in order]
         try:
             steps = self._path(path_roles, open_last, gen)

@@ -23,9 +23,12 @@ def test_page_has_one_section_and_one_example_per_format() -> None:
     prose = re.sub(r"^(`{3,})text\n.*?\n\1$", "", page, flags=re.M | re.S)  # not inside an example
     sections = re.findall(r"^## (.+)$", prose, flags=re.M)
     assert sections == cg.formats()
-    for name in cg.formats():
+    names = cg.formats()
+    for name, after in zip(names, [*names[1:], None], strict=True):
         fmt = cg.get_format(name)
-        body = page.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0]
+        # The section runs to the next format's heading (an example may hold lines like "## ...").
+        body = page.split(f"\n## {name}\n", 1)[1]
+        body = body.split(f"\n## {after}\n", 1)[0] if after is not None else body
         example = re.search(r"^(`{3,})text\n(.*?)\n\1$", body, flags=re.M | re.S)
         assert example, name
         text = example.group(2)

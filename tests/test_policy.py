@@ -103,6 +103,9 @@ def test_declared_default_system_is_what_is_written(name: str) -> None:
         head, tail = default.split("{date}", 1)
         assert first.content.startswith(head) and first.content.endswith(tail)
         assert str(reference.FIXED_DATE.year) in first.content
+    elif fmt._header.get("default-system-if") == "not-first-or-empty":
+        assert first.content == ""  # the default is what an empty system message writes: it reads as one
+        assert default in text
     else:
         assert first.content == default
 

@@ -65,10 +65,7 @@ def test_model_ids_of_the_reference_templates_resolve(templates_dir) -> None:
 
 
 # Templates no grammar can express yet, with the reason (the test fails once one can: then drop it here).
-NOT_YET = {
-    "smollm3.jinja": "the system turn removes '/think' and '/no_think' from the system message only (they also occur "
-    "inside its default text), and an empty system message writes the default: needs per-slot refusals",
-}
+NOT_YET: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
