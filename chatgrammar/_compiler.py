@@ -6,6 +6,7 @@ each derives its own machinery from it (``_render``, ``_scanner``, ``_larkparser
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from ._ir import (
     STRUCTURAL,
     TOOL_ARGS,
     TOOL_CALL,
+    TOOL_CALL_ID,
     TOOL_DEF,
+    TOOL_RESULT_ID,
     Alt,
     Gen,
     Lit,
@@ -46,6 +49,7 @@ from ._patterns import (
     triggers_for,
 )
 from ._payloads import JSON_DEFS, Payloads
+from ._structure import CALL_PARTS
 
 __all__ = ["ASSISTANT", "Compiled", "Piece", "RegexPart", "Shape", "SlotPart", "compile_spec"]
 
@@ -177,9 +181,16 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     # Before the shapes are built: their regexes read the slots' patterns.
     aliases = sorted(spec.header.get("role-alias", {}))
     role_refused, role_after = _refuse_fixed_roles(start, rules, aliases)
-    payloads = Payloads(spec.header.get("tool-args", "json"), spec.header.get("tool-defs", "json"))
+    payloads = Payloads(
+        spec.header.get("tool-args", "json"),
+        spec.header.get("tool-defs", "json"),
+        int(spec.header["id-length"]) if spec.header.get("id-length") else None,
+        spec.header.get("id-error"),
+    )
     if payloads.defs in JSON_DEFS:
         _json_shaped(start, TOOL_DEF, rules)
+    if payloads.id_length is not None:
+        _fixed_length(start, (TOOL_CALL_ID, TOOL_RESULT_ID), payloads.id_length, rules)
     shapes: dict[str, Shape] = {}
     for msg in _messages(start):
         if msg.rule not in shapes and not msg.dropped:
@@ -190,6 +201,11 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     dfa = Dfa.build(positions(written, _is_message_level_atom))
     parse_dfa = Dfa.build(positions(silent_removed(start), _is_message_level_atom))
     _check_unmarked(dfa, shapes, origin)
+    payloads = dataclasses.replace(
+        payloads,
+        call_order=_call_order(dfa, origin),
+        result_id_first=_precedes(dfa, shapes, TOOL_RESULT_ID, "tool"),
+    )
     lead_checks = _refuse_bare_structures(start, parse_dfa, shapes, rules, origin)
     for key, checks in _refuse_longer_siblings(start, shapes, rules, origin).items():
         lead_checks.setdefault(key, []).extend(checks)
@@ -294,6 +310,15 @@ def _json_shaped(start: Node, role: str, rules: dict[int, SlotRules]) -> None:
         for s in walk(m.body):
             if isinstance(s, Slot) and s.field == "content" and not s.transform:
                 s.pattern = rules[id(s)].pattern = json_object(s.pattern)
+
+
+def _fixed_length(start: Node, roles: tuple[str, ...], length: int, rules: dict[int, SlotRules]) -> None:
+    """The content slots of ``roles`` read exactly ``length`` characters (the ids a template requires)."""
+    for m in _messages(start):
+        if m.role in roles:
+            for s in walk(m.body):
+                if isinstance(s, Slot) and s.field == "content":
+                    s.pattern = rules[id(s)].pattern = slot_pattern(rules[id(s)], s.transform, length)
 
 
 def _refuse_bare_structures(
@@ -629,6 +654,42 @@ def _check_message(msg: Msg, origin: str) -> None:
         # An answer before tool calls is the one message allowed to write nothing when empty:
         # the call after it marks where it stood (checked on the automaton: _check_unmarked).
         raise GrammarError(f"message rule {rule!r} can be empty; a message needs a literal", source=origin)
+
+
+def _call_order(dfa: Dfa, origin: str) -> tuple[str, ...]:
+    """The turns of one tool call in the order the grammar writes them: the first follows another
+    turn (the answer), each next one follows the one before."""
+    follows: dict[str | None, set[str]] = {}
+    for trs in dfa.transitions:
+        for t in trs:
+            if isinstance(t.atom, Msg):
+                for a in dfa.transitions[t.target]:
+                    if isinstance(a.atom, Msg) and a.atom.role in CALL_PARTS:
+                        before = t.atom.role if t.atom.role in CALL_PARTS else None
+                        follows.setdefault(before, set()).add(a.atom.role)
+    if not follows:
+        return (TOOL_CALL, TOOL_ARGS)
+    order: list[str] = []
+    nxt = follows.get(None, set())
+    while len(nxt) == 1 and (role := next(iter(nxt))) not in order:
+        order.append(role)
+        nxt = follows.get(role, set()) - set(order)
+    if len(order) != len({r for rs in follows.values() for r in rs}):
+        raise GrammarError(
+            f"the parts of a tool call ({', '.join(sorted(follows[None]))}) are written in no one order", source=origin
+        )
+    return tuple(order)
+
+
+def _precedes(dfa: Dfa, shapes: dict[str, Shape], first: str, then: str) -> bool:
+    """Whether the grammar writes a turn of role ``first`` right before one of role ``then``."""
+    for trs in dfa.transitions:
+        for t in trs:
+            if isinstance(t.atom, Msg) and t.atom.role == first:
+                after = dfa.transitions[t.target]
+                if any(isinstance(a.atom, Msg) and a.atom.role == then for a in after):
+                    return True
+    return False
 
 
 def _check_unmarked(dfa: Dfa, shapes: dict[str, Shape], origin: str) -> None:

@@ -1328,6 +1328,8 @@ _PARTS = {
     "reasoning": "its reasoning_content",
     "tool_call": "the name of its tool call {}",
     "tool_args": "the arguments of its tool call {}",
+    "tool_call_id": "the id of its tool call {}",
+    "tool_result_id": "its tool_call_id",
 }
 
 

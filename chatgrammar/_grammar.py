@@ -67,6 +67,8 @@ HEADER_KEYS: dict[str, str] = {
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
     "(a string as it is, a value as JSON) or text (the template takes text only; a value is written as JSON)",
     "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson) or json-indent4",
+    "id-length": "the length the template requires of tool call ids (and of a tool result's tool_call_id)",
+    "id-error": "the template's reason when a call id is missing or not of that length",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
     "description": "one line saying what the format is",

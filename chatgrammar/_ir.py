@@ -21,7 +21,9 @@ REASONING = "reasoning"  # an assistant's thinking (reasoning_content), written 
 TOOL_CALL = "tool_call"  # the name of one tool call of the assistant message before it
 TOOL_ARGS = "tool_args"  # that call's arguments, as JSON text
 TOOL_DEF = "tool_def"  # one tool definition (render's tools=...), as JSON text
-STRUCTURAL = (REASONING, TOOL_CALL, TOOL_ARGS, TOOL_DEF)
+TOOL_CALL_ID = "tool_call_id"  # the id of the tool call it stands with (before or after its arguments)
+TOOL_RESULT_ID = "tool_result_id"  # the tool_call_id of the tool result it stands with (before or after it)
+STRUCTURAL = (REASONING, TOOL_CALL, TOOL_ARGS, TOOL_DEF, TOOL_CALL_ID, TOOL_RESULT_ID)
 
 __all__ = [
     "DROPPED",
@@ -30,7 +32,9 @@ __all__ = [
     "STRUCTURAL",
     "TOOL_ARGS",
     "TOOL_CALL",
+    "TOOL_CALL_ID",
     "TOOL_DEF",
+    "TOOL_RESULT_ID",
     "read_only_removed",
     "Alt",
     "Cond",

@@ -324,8 +324,8 @@ def _alternation(items: Iterable[str]) -> str:
     return "|".join(sorted(dict.fromkeys(items), key=lambda s: (-len(s), s)))
 
 
-def slot_pattern(rules: SlotRules, transform: str | None) -> str:
-    """The regex of one or more characters a slot with these rules accepts."""
+def slot_pattern(rules: SlotRules, transform: str | None, length: int | None = None) -> str:
+    """The regex of one or more characters a slot with these rules accepts (exactly ``length``, if given)."""
     if transform == "drop":
         return "(?!)"  # the template never writes it: nothing reads as it
     forbidden_chars: set[str] = set()
@@ -361,6 +361,8 @@ def slot_pattern(rules: SlotRules, transform: str | None) -> str:
         tail = r"(?<!\s)"
     elif transform in ("strip_nl", "rstrip_nl"):
         tail = r"(?<!\n)"
+    if length is not None:
+        return f"{head}{one}{{{length}}}{tail}"
     return f"{head}{one}{body}{tail}"
 
 

@@ -7,7 +7,10 @@ slot as text. The grammar's header says how its template writes them:
   ``raw-string`` (a string is written as it is, anything else as JSON: Qwen 3, the OpenAI
   shape where arguments are JSON text); ``text`` (the template concatenates the arguments
   as text and takes nothing else: chatgrammar writes a value as its JSON, as ``raw-string``).
-* ``tool-defs``: ``json`` (``tool | tojson``) or ``json-indent4`` (``tool | tojson(indent=4)``).
+* ``tool-defs``: ``json`` (``tool | tojson``), ``json-indent4`` (``tool | tojson(indent=4)``) or
+  ``function`` (the definition's ``function`` object, for a grammar that writes the list's
+  ``{"type": "function", "function": ...}`` around it: Mistral's ``tools | tojson``).
+* ``id-length``: the length a template requires of call ids (Mistral's 9); ``id-error`` its reason.
 
 Reading back decodes the JSON. Text that is not JSON is kept as it is (and reported); JSON
 that is not written the way the template writes a value is its value (and reported in
@@ -21,13 +24,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import RenderError
+from ._errors import RenderError, UnsupportedConversationError
 
 __all__ = ["ARGS_MODES", "DEFS_MODES", "JSON_DEFS", "NONCANONICAL", "Payloads", "tojson"]
 
 ARGS_MODES = ("json", "raw-string", "text")
-DEFS_MODES = ("json", "json-indent4")
-JSON_DEFS = frozenset(("json", "json-indent4"))  # modes whose definitions read back as JSON objects
+DEFS_MODES = ("json", "json-indent4", "function")
+JSON_DEFS = frozenset(DEFS_MODES)  # modes whose definitions read back as JSON objects
 NONCANONICAL = "noncanonical"  # a payload that is JSON, but not written as the template writes it
 
 
@@ -42,6 +45,10 @@ class Payloads:
 
     args: str = "json"
     defs: str = "json"
+    id_length: int | None = None  # call ids (and results' tool_call_id) must have this length
+    id_error: str | None = None  # the template's reason when they do not
+    call_order: tuple[str, ...] = ("tool_call", "tool_args")  # the turns of a call, as the grammar writes them
+    result_id_first: bool = False  # a result's id is written before it (else after it)
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
@@ -56,10 +63,27 @@ class Payloads:
         """A tool definition as the template writes it; one given as text is written as it is."""
         if isinstance(tool, str):
             return tool
+        if self.defs == "function":
+            if not isinstance(tool, dict) or list(tool) != ["type", "function"] or tool["type"] != "function":
+                raise UnsupportedConversationError(
+                    f"tool {k}: this template writes tool definitions as "
+                    '{"type": "function", "function": {...}} (those two keys, in that order)'
+                )
+            tool = tool["function"]
         try:
             return tojson(tool, 4 if self.defs == "json-indent4" else None)
         except (TypeError, ValueError) as e:
             raise RenderError(f"tool {k} is not JSON ({e})") from None
+
+    def id_text(self, value: Any, what: str, format: str) -> str:
+        """A call id (or a result's tool_call_id) as the template requires it."""
+        if not isinstance(value, str) or (self.id_length is not None and len(value) != self.id_length):
+            need = f"a string of {self.id_length} characters" if self.id_length is not None else "a string"
+            reason = f"{self.id_error} " if self.id_error else ""
+            raise UnsupportedConversationError(
+                f"{reason}({format} writes {what} and needs it to be {need}, not {value!r})", format=format
+            )
+        return value
 
     def read_args(self, raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
         """Arguments as written -> (their value, what is wrong with them: see ``_decoded``)."""
@@ -67,7 +91,10 @@ class Payloads:
 
     def read_tool(self, raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
         """A definition as written -> (its value, what is wrong with it)."""
-        return _decoded(raw, canonical, 4 if self.defs == "json-indent4" else None)
+        value, problem = _decoded(raw, canonical, 4 if self.defs == "json-indent4" else None)
+        if self.defs == "function" and not isinstance(problem, ValueError):
+            value = {"type": "function", "function": value}
+        return value, problem
 
 
 def _decoded(raw: str, canonical: bool, indent: int | None) -> tuple[Any, ValueError | str | None]:

@@ -156,12 +156,27 @@ class ContentDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+def _short_repr(self: Any) -> str:
+    """The event's fields, leaving out the optional ones that are None (as Message does)."""
+    shown = (
+        f"{k}={getattr(self, k)!r}" for k in self.__slots__ if k not in self._optional or getattr(self, k) is not None
+    )
+    return f"{type(self).__name__}({', '.join(shown)})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class MessageEnd:
-    """Message ``index`` is over; ``complete`` is False for a turn the text leaves open."""
+    """Message ``index`` is over; ``complete`` is False for a turn the text leaves open.
+
+    ``tool_call_id`` is a tool result's id, where the format writes one (None otherwise).
+    """
 
     index: int
     complete: bool = True
+    tool_call_id: str | None = None
+
+    _optional = ("tool_call_id",)
+    __repr__ = _short_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +187,21 @@ class ReasoningDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ToolCallStart:
-    """Tool call ``index`` (counted within its message) of message ``message`` begins: its name is known."""
+    """Tool call ``index`` (counted within its message) of message ``message`` begins: its name is known.
+
+    ``id`` is the call's id when the format writes it before the arguments (``ToolCallEnd``
+    has it wherever it is written).
+    """
 
     index: int
     name: str
     message: int
+    id: str | None = None
+
+    _optional = ("id",)
+    __repr__ = _short_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +213,17 @@ class ToolCallDelta:
     message: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ToolCallEnd:
-    """Tool call ``index`` of message ``message`` is over (its arguments are whole)."""
+    """Tool call ``index`` of message ``message`` is over (its arguments are whole); ``id`` is its
+    id, where the format writes one."""
 
     index: int
     message: int
+    id: str | None = None
+
+    _optional = ("id",)
+    __repr__ = _short_repr
 
 
 Event = MessageStart | ContentDelta | MessageEnd | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd

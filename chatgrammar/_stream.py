@@ -7,9 +7,10 @@ from typing import Any
 
 from ._errors import ParseError
 from ._format import Format, _Variant
-from ._ir import REASONING, TOOL_ARGS, TOOL_CALL, TOOL_DEF
+from ._ir import REASONING, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID
 from ._message import Message
 from ._patterns import partial
+from ._payloads import Payloads
 from ._reader import json_repr, unescape
 from ._registry import get_format
 from ._results import (
@@ -22,6 +23,7 @@ from ._results import (
     ToolCallEnd,
     ToolCallStart,
 )
+from ._structure import CALL_PARTS
 
 __all__ = ["StreamParser"]
 
@@ -80,7 +82,8 @@ class StreamParser:
         self._dropped = self._variant.planner.has_dropped
         self._tables = _tables(self._variant)
         self._hold = self._tables.hold
-        self._folder = _Folder() if self._variant.compiled.structural else None
+        c = self._variant.compiled
+        self._folder = _Folder(c.payloads, {s.role for s in c.shapes.values() if s.role}) if c.structural else None
 
     # -- public ------------------------------------------------------------------
 
@@ -345,22 +348,46 @@ def _tables(variant: _Variant) -> _Tables:
     return tables
 
 
+class _Call:
+    """The call being read: its parts so far (name, arguments, id, in the grammar's order)."""
+
+    def __init__(self, index: int, owner: int) -> None:
+        self.index = index
+        self.owner = owner
+        self.seen: set[str] = set()
+        self.name: str | None = None
+        self.id: str | None = None
+        self.started = False
+        self.args_done = False
+
+
 class _Folder:
     """The events of structural turns folded into those of the messages they belong to.
 
-    The flat reading has the reasoning, each call's name and arguments, and the tool
-    definitions as turns of their own (see ``_structure``); the caller sees an answer's
-    ``ReasoningDelta`` and its ``ToolCall*`` events, numbered as ``parse`` numbers messages.
+    The flat reading has the reasoning, each call's name, arguments and id, the tool
+    definitions and the results' ids as turns of their own (see ``_structure``); the caller
+    sees an answer's ``ReasoningDelta`` and its ``ToolCall*`` events, numbered as ``parse``
+    numbers messages. Ids are not streamed: a call's comes on its ``ToolCallEnd`` (and on its
+    ``ToolCallStart`` when written before the arguments), a result's on its ``MessageEnd``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, payloads: Payloads, written: set[str]) -> None:
+        order = payloads.call_order
+        # A call starts (its name told) once the parts before its arguments are read.
+        self.before_args = set(order[: order.index(TOOL_ARGS)]) if TOOL_ARGS in order else set(order)
+        self.id_last = order[-1] == TOOL_CALL_ID  # its end waits for the id
+        self.result_ids_after = TOOL_RESULT_ID in written and not payloads.result_id_first
+        self.roles: list[str] = []  # the role of each message told
         self.next = 0  # the next message index
         self.parts: dict[int, tuple[str, int, int]] = {}  # flat index -> (kind, message, call index)
-        self.names: dict[int, list[str]] = {}  # flat index of a call's name -> its text so far
+        self.texts: dict[int, list[str]] = {}  # flat index of a name or an id -> its text so far
         self.owner: int | None = None  # the answer calls attach to
         self.calls = 0  # calls of that answer so far
+        self.call: _Call | None = None  # the call being read
         self.thinking: int | None = None  # a message opened by its reasoning, waiting for its answer
         self.deferred: tuple[int, bool] | None = None  # an answer's end, held while calls may follow
+        self.result_id: str | None = None  # a result's id read before the result
+        self.result: tuple[int, bool] | None = None  # a result's end, held until its id
 
     def fold(self, events: list[Event], final: bool = False) -> list[Event]:
         out: list[Event] = []
@@ -373,8 +400,8 @@ class _Folder:
                     out.append(ContentDelta(k, e.text))
                 elif kind == REASONING:
                     out.append(ReasoningDelta(k, e.text))
-                elif kind == TOOL_CALL:
-                    self.names[e.index].append(e.text)
+                elif kind in (TOOL_CALL, TOOL_CALL_ID, TOOL_RESULT_ID):
+                    self.texts[e.index].append(e.text)
                 elif kind == TOOL_ARGS:
                     out.append(ToolCallDelta(c, e.text, k))
             elif isinstance(e, MessageEnd):
@@ -385,22 +412,34 @@ class _Folder:
 
     def _start(self, e: MessageStart, out: list[Event]) -> None:
         role = e.role
-        if role == TOOL_DEF:  # the tools of the prompt: in parse's .tools, not a message
+        if role == TOOL_DEF:  # the tools of the prompt: in parse's .tools, not told as events
             self.parts[e.index] = (TOOL_DEF, -1, 0)
             return
-        if role == TOOL_ARGS:
-            assert self.owner is not None
-            self.parts[e.index] = (TOOL_ARGS, self.owner, self.calls - 1)
+        if role == TOOL_RESULT_ID:
+            self.parts[e.index] = (TOOL_RESULT_ID, -1, 0)
+            self.texts[e.index] = []
             return
-        if role == TOOL_CALL:
-            if self.owner is None:  # calls with no answer before them: an answer with no content
-                self.owner = self._open(ASSISTANT, out)
-                self.calls = 0
-                self.deferred = (self.owner, True)
-            self.parts[e.index] = (TOOL_CALL, self.owner, self.calls)
-            self.names[e.index] = []
-            self.calls += 1
+        if role in CALL_PARTS:
+            call = self.call
+            if call is None or role in call.seen:  # the first part of another call
+                self._end_result(out)
+                if self.owner is None:  # calls with no answer before them: an answer with no content
+                    self.owner = self._open(ASSISTANT, out)
+                    self.calls = 0
+                    self.deferred = (self.owner, True)
+                call = self.call = _Call(self.calls, self.owner)
+                self.calls += 1
+            call.seen.add(role)
+            self.parts[e.index] = (role, call.owner, call.index)
+            if role == TOOL_ARGS:
+                self._start_call(call, out)
+            else:
+                self.texts[e.index] = []
             return
+        if self.call is not None:  # the calls are over
+            if self.call.name is not None:
+                self._start_call(self.call, out)
+            self.call = None
         if role == REASONING:
             self.thinking = self._open(ASSISTANT, out)
             self.parts[e.index] = (REASONING, self.thinking, 0)
@@ -412,10 +451,16 @@ class _Folder:
         self.parts[e.index] = ("msg", k, 0)
         self.owner, self.calls = (k, 0) if role == ASSISTANT else (None, 0)
 
+    def _start_call(self, call: _Call, out: list[Event]) -> None:
+        if not call.started:
+            call.started = True
+            out.append(ToolCallStart(call.index, call.name or "", call.owner, call.id))
+
     def _open(self, role: str, out: list[Event]) -> int:
         self._flush(out)
         k = self.next
         self.next += 1
+        self.roles.append(role)
         out.append(MessageStart(k, role))
         return k
 
@@ -423,27 +468,60 @@ class _Folder:
         kind, k, c = self.parts[e.index]
         if kind == TOOL_DEF:
             return
+        if kind == TOOL_RESULT_ID:
+            rid = "".join(self.texts.pop(e.index))
+            if self.result is not None:  # written after its result: the result ends now
+                k, complete = self.result
+                self.result = None
+                out.append(MessageEnd(k, complete and e.complete, rid))
+            else:
+                self.result_id = rid
+            return
         if kind == REASONING:
             if not e.complete:  # the text stops while the model thinks
                 self.deferred = (k, False)
             return
-        if kind == TOOL_CALL:
-            out.append(ToolCallStart(c, "".join(self.names.pop(e.index)), k))
-            if not e.complete:
-                self.deferred = (k, False)
-            return
-        if kind == TOOL_ARGS:
-            if e.complete:
-                out.append(ToolCallEnd(c, k))
+        call = self.call
+        if kind in (TOOL_CALL, TOOL_CALL_ID):
+            assert call is not None
+            text = "".join(self.texts.pop(e.index))
+            if kind == TOOL_CALL:
+                call.name = text
+            else:
+                call.id = text
+            if not e.complete or call.seen >= self.before_args:
+                self._start_call(call, out)
+            if kind == TOOL_CALL_ID and call.args_done:
+                out.append(ToolCallEnd(c, k, call.id))
+        elif kind == TOOL_ARGS:
+            assert call is not None
+            call.args_done = e.complete
+            if e.complete and not self.id_last:
+                out.append(ToolCallEnd(c, k, call.id))
+        if kind in CALL_PARTS:
             held = self.deferred[1] if self.deferred is not None and self.deferred[0] == k else True
             self.deferred = (k, held and e.complete)
             return
         if k == self.owner:  # an answer: its calls may follow
             self.deferred = (k, e.complete)
+        elif self.roles[k] == "tool" and self.result_id is not None:  # its id came before it
+            out.append(MessageEnd(k, e.complete, self.result_id))
+            self.result_id = None
+        elif self.roles[k] == "tool" and self.result_ids_after:
+            self.result = (k, e.complete)  # its id follows it
         else:
             out.append(MessageEnd(k, e.complete))
 
+    def _end_result(self, out: list[Event]) -> None:
+        """A result whose id was to follow it, and did not: it ends without one."""
+        if self.result is not None:
+            out.append(MessageEnd(*self.result))
+            self.result = None
+
     def _flush(self, out: list[Event]) -> None:
+        self._end_result(out)
+        if self.call is not None and self.call.name is not None:  # a call cut before its arguments
+            self._start_call(self.call, out)
         if self.deferred is not None:
             out.append(MessageEnd(*self.deferred))
             self.deferred = None

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import RenderError, UnsupportedConversationError
-from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_DEF
+from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID
 from ._message import _EXTRAS, Message, make_message
 from ._payloads import NONCANONICAL, Payloads
 from ._results import Diagnostic, Span
 
-__all__ = ["Expanded", "collapse", "expand", "has_structure"]
+__all__ = ["CALL_PARTS", "Expanded", "collapse", "expand", "has_structure"]
 
 ASSISTANT = "assistant"
+CALL_PARTS = (TOOL_CALL, TOOL_ARGS, TOOL_CALL_ID)  # the turns of one tool call, in any order
 _KEYS = frozenset(("role", "content", "complete", *_EXTRAS))
 
 
@@ -72,6 +73,19 @@ class Expanded:
             "first": 0,
             "before-last-user": users[-1] if users else len(self.roles),
         }
+        if (
+            "before-last-user" in where
+            and users
+            and any(self.contents[k] == self.contents[users[-1]] for k in users[:-1])
+        ):
+            # Jinja finds "the last user message" by comparing messages: it writes the tools
+            # before each one equal to it, which no grammar writes.
+            raise UnsupportedConversationError(
+                f"{name} writes the tool definitions before the last user message, and its template also "
+                "writes them before every earlier user message equal to it: make them differ",
+                index=self.origin[users[-1]],
+                format=name,
+            )
         out: list[Expanded] = []
         for at in dict.fromkeys(starts[w] for w in where):
             n = len(self.defs)
@@ -133,9 +147,20 @@ def expand(
             out.roles.append(REASONING)
             out.contents.append(reasoning)
             out.origin.append(i)
+        result_id = TOOL_RESULT_ID in written and role == "tool"
+        if result_id:  # the template writes a result with the id of its call, before or after it
+            rid = payloads.id_text(extras.get("tool_call_id"), "a tool result's tool_call_id", name)
+            if payloads.result_id_first:
+                out.roles.append(TOOL_RESULT_ID)
+                out.contents.append(rid)
+                out.origin.append(i)
         out.roles.append(role)
         out.contents.append(content)
         out.origin.append(i)
+        if result_id and not payloads.result_id_first:
+            out.roles.append(TOOL_RESULT_ID)
+            out.contents.append(rid)
+            out.origin.append(i)
         if calls:
             if TOOL_CALL not in written:
                 raise UnsupportedConversationError(
@@ -143,13 +168,15 @@ def expand(
                 )
             for k, call in enumerate(calls):
                 fname, args = _call(call, i, k)
-                out.roles += [TOOL_CALL, TOOL_ARGS]
                 try:
-                    text = payloads.args_text(args, f"message {i}, tool call {k}")
+                    parts = {TOOL_CALL: fname, TOOL_ARGS: payloads.args_text(args, f"message {i}, tool call {k}")}
+                    if TOOL_CALL_ID in written:  # the template writes the call's id
+                        parts[TOOL_CALL_ID] = payloads.id_text(call.get("id"), f"the id of tool call {k}", name)
                 except RenderError as e:
-                    raise RenderError(str(e), index=i) from None
-                out.contents += [fname, text]
-                out.origin += [i, i]
+                    raise type(e)(f"message {i}: {e}", index=i, format=e.format) from None
+                out.roles += payloads.call_order
+                out.contents += [parts[r] for r in payloads.call_order]
+                out.origin += [i] * len(payloads.call_order)
     if open_index != -1 and open_index != len(messages) - 1:
         raise RenderError(
             f"message {open_index} is open (complete=False) but is not the last message; "
@@ -256,6 +283,7 @@ def collapse(
     diags: list[Diagnostic] = []
     problems = 0
     pending: tuple[Message, Span | None] | None = None  # reasoning waiting for its answer
+    pending_result: str | None = None  # a result's id waiting for its result
     owner: int | None = None  # the assistant message the next call belongs to
     n = len(messages)
     k = 0
@@ -284,11 +312,32 @@ def collapse(
                     )
             k += 1
             continue
-        if role == TOOL_CALL:
-            args_msg = messages[k + 1] if k + 1 < n and messages[k + 1].role == TOOL_ARGS else None
-            args_sp = spans[k + 1] if spans is not None and args_msg is not None else None
-            fn: dict[str, Any] = {"name": m.content, "arguments": ""}
-            call = {"type": "function", "function": fn}
+        if role == TOOL_RESULT_ID:
+            # The id of the result it stands before, or after (as the grammar writes them).
+            last = out[-1] if out else None
+            if payloads.result_id_first:
+                pending_result = m.content
+            elif last is not None and last.role == "tool":
+                out[-1] = _with(last, tool_call_id=m.content)
+            k += 1
+            continue
+        if role in CALL_PARTS:
+            # One call: its name, its arguments and its id, in the order the grammar writes them.
+            found: dict[str, int] = {}
+            j = k
+            while j < n and messages[j].role in CALL_PARTS and messages[j].role not in found:
+                found[messages[j].role] = j
+                j += 1
+            if TOOL_CALL not in found:  # a call's parts with no name: no grammar reads so
+                k = j
+                continue
+            name_msg = messages[found[TOOL_CALL]]
+            args_msg = messages[found[TOOL_ARGS]] if TOOL_ARGS in found else None
+            args_sp = spans[found[TOOL_ARGS]] if spans is not None and args_msg is not None else None
+            fn: dict[str, Any] = {"name": name_msg.content, "arguments": ""}
+            call: dict[str, Any] = {"type": "function", "function": fn}
+            if TOOL_CALL_ID in found:
+                call = {"id": messages[found[TOOL_CALL_ID]].content, **call}
             if args_msg is not None:
                 # Arguments still being written (an open turn) are the text so far.
                 done = args_msg.complete
@@ -298,9 +347,9 @@ def collapse(
                     problems += 1
                     if text is not None and args_sp is not None:
                         index = len(out) - 1 if owner is not None else len(out)
-                        what = f"the arguments of tool call {m.content!r}"
+                        what = f"the arguments of tool call {name_msg.content!r}"
                         diags.append(_diagnostic(problem, text, args_sp, what, index, "invalid-arguments"))
-            complete = m.complete and (args_msg is None or args_msg.complete)
+            complete = all(messages[q].complete for q in found.values())
             if owner is None:  # calls with no answer before them: an answer with no content
                 out.append(make_message(ASSISTANT, "", True))
                 if out_spans is not None and sp is not None:
@@ -309,16 +358,15 @@ def collapse(
             prev = out[owner]
             calls = [*(prev.tool_calls or []), call]
             out[owner] = _with(prev, tool_calls=calls, complete=prev.complete and complete)
-            end = args_sp.end if args_sp is not None else sp.end if sp is not None else None
-            if out_spans is not None and end is not None:
+            ends = [spans[q].end for q in found.values()] if spans is not None else []
+            if out_spans is not None and ends:
                 o = out_spans[owner]
-                out_spans[owner] = Span(o.start, max(o.end, end), o.content_start, o.content_end)
-            k += 2 if args_msg is not None else 1
-            continue
-        if role == TOOL_ARGS:  # arguments with no name before them: not a reading the grammars give
-            k += 1
+                out_spans[owner] = Span(o.start, max(o.end, *ends), o.content_start, o.content_end)
+            k = j
             continue
         msg = m
+        if pending_result is not None and role == "tool":
+            msg, pending_result = _with(m, tool_call_id=pending_result), None
         if pending is not None and role == ASSISTANT:
             r, rsp = pending
             msg = _with(m, reasoning_content=r.content) if r.content else m

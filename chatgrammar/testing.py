@@ -17,7 +17,7 @@ from typing import Any
 from ._compiler import ASSISTANT
 from ._errors import UnsupportedConversationError
 from ._format import Format
-from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_DEF, Gen, Lit, Msg
+from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, Gen, Lit, Msg
 from ._message import Message
 from ._payloads import Payloads
 from ._registry import formats, get_format
@@ -161,6 +161,11 @@ def conversations(
         msgs, tools = folded.messages, folded.tools
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
     options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
+    if tools:
+        try:  # tools written before the last user message, when an earlier one equals it, are refused
+            f.render(msgs, on_unsafe="allow", tools=tools, **options)
+        except UnsupportedConversationError:
+            tools = None
     if allow_open and can_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
         last = msgs[-1]
         opened = [*msgs[:-1], last.model_copy(update={"complete": False})]
@@ -207,6 +212,11 @@ def _structural_content(role: str, content: st.SearchStrategy[str], payloads: Pa
         return st.one_of(args, content) if payloads.args != "json" else args
     if role == TOOL_DEF:
         return _TOOL.map(lambda t: payloads.tool_text(t, 0))
+    if role in (TOOL_CALL_ID, TOOL_RESULT_ID):
+        n = payloads.id_length
+        return st.text(
+            alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=n or 1, max_size=n or 12
+        )
     return content
 
 

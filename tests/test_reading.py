@@ -29,7 +29,9 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
     contents: dict[int, list[str]] = {}
     thinking: dict[int, list[str]] = {}
     calls: dict[int, list[tuple[str, list[str], bool]]] = {}
+    ids: dict[tuple[int, int], str] = {}
     ended: dict[int, bool] = {}
+    results: dict[int, str] = {}
     for e in events:
         if isinstance(e, cg.MessageStart):
             assert e.index == len(roles), f"message {e.index} started out of order"
@@ -44,6 +46,8 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
         elif isinstance(e, cg.ToolCallStart):
             assert e.message in roles and e.message not in ended and e.index == len(calls[e.message])
             calls[e.message].append((e.name, [], False))
+            if e.id is not None:
+                ids[e.message, e.index] = e.id
         elif isinstance(e, cg.ToolCallDelta):
             name, parts, done = calls[e.message][e.index]
             assert not done and e.arguments_text
@@ -52,10 +56,14 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
             name, parts, done = calls[e.message][e.index]
             assert not done
             calls[e.message][e.index] = (name, parts, True)
+            if e.id is not None:  # the id, once known, is on the end (and on the start when written first)
+                assert ids.setdefault((e.message, e.index), e.id) == e.id
         else:
             assert isinstance(e, cg.MessageEnd)
             assert e.index in roles and e.index not in ended
             ended[e.index] = e.complete
+            if e.tool_call_id is not None:
+                results[e.index] = e.tool_call_id
     assert sorted(ended) == sorted(roles), "a message started and never ended"
     out = []
     for i in sorted(roles):
@@ -63,19 +71,24 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
         if thinking[i]:
             fields["reasoning_content"] = "".join(thinking[i])
         if calls[i]:
-            fields["tool_calls"] = [_call(name, "".join(parts), done) for name, parts, done in calls[i]]
+            fields["tool_calls"] = [
+                _call(name, "".join(parts), done, ids.get((i, k))) for k, (name, parts, done) in enumerate(calls[i])
+            ]
+        if i in results:
+            fields["tool_call_id"] = results[i]
         out.append(cg.Message(role=roles[i], content="".join(contents[i]), complete=ended[i], **fields))
     return out
 
 
-def _call(name: str, arguments: str, done: bool) -> dict[str, object]:
+def _call(name: str, arguments: str, done: bool, call_id: str | None) -> dict[str, object]:
     value: object = arguments
     if done:
         try:
             value = json.loads(arguments)
         except ValueError:
             pass
-    return {"type": "function", "function": {"name": name, "arguments": value}}
+    call: dict[str, object] = {"type": "function", "function": {"name": name, "arguments": value}}
+    return call if call_id is None else {"id": call_id, **call}
 
 
 # -- spans ---------------------------------------------------------------------

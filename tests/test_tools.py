@@ -21,8 +21,14 @@ import chatgrammar as cg
 from chatgrammar._ir import STRUCTURAL
 from chatgrammar.testing import safe_contents
 
-WITH_TOOLS = [n for n in cg.formats() if "tool_call" in {s.role for s in cg.get_format(n)._c.shapes.values()}]
-WITH_REASONING = [n for n in cg.formats() if "reasoning" in {s.role for s in cg.get_format(n)._c.shapes.values()}]
+
+def _roles(fmt: cg.Format) -> set[str | None]:
+    """The roles of the format's message rules, structural roles included."""
+    return {s.role for s in fmt._c.shapes.values()}
+
+
+WITH_TOOLS = [n for n in cg.formats() if "tool_call" in _roles(cg.get_format(n))]
+WITH_REASONING = [n for n in cg.formats() if "reasoning" in _roles(cg.get_format(n))]
 
 WEATHER = {
     "type": "function",
@@ -49,14 +55,14 @@ AGENT = [
         "role": "assistant",
         "content": "Let me check.",
         "tool_calls": [
-            _call("get_weather", {"city": "Paris"}, "call_1"),
-            _call("get_weather", {"city": "Zürich"}, "call_2"),
-            _call("get_time", {}, "call_3"),
+            _call("get_weather", {"city": "Paris"}, "call00001"),
+            _call("get_weather", {"city": "Zürich"}, "call00002"),
+            _call("get_time", {}, "call00003"),
         ],
     },
-    {"role": "tool", "content": '{"temp": 21}', "tool_call_id": "call_1", "name": "get_weather"},
-    {"role": "tool", "content": '{"temp": 17}', "tool_call_id": "call_2", "name": "get_weather"},
-    {"role": "tool", "content": "14:05", "tool_call_id": "call_3", "name": "get_time"},
+    {"role": "tool", "content": '{"temp": 21}', "tool_call_id": "call00001", "name": "get_weather"},
+    {"role": "tool", "content": '{"temp": 17}', "tool_call_id": "call00002", "name": "get_weather"},
+    {"role": "tool", "content": "14:05", "tool_call_id": "call00003", "name": "get_time"},
     {"role": "assistant", "content": "Paris 21°C, Zürich 17°C; it is 14:05."},
     {"role": "user", "content": "Thanks!"},
 ]
@@ -65,9 +71,9 @@ AGENT_SINGLE = [
     *AGENT[:2],
     {"role": "assistant", "content": "Let me check.", "tool_calls": [AGENT[2]["tool_calls"][0]]},
     AGENT[3],
-    {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Zürich"}, "call_2")]},
+    {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Zürich"}, "call00002")]},
     AGENT[4],
-    {"role": "assistant", "content": "", "tool_calls": [_call("get_time", {}, "call_3")]},
+    {"role": "assistant", "content": "", "tool_calls": [_call("get_time", {}, "call00003")]},
     *AGENT[5:],
 ]
 
@@ -88,7 +94,22 @@ def _agent(fmt: cg.Format) -> list[dict[str, Any]]:
 
 def _tools(fmt: cg.Format, *tools: Any) -> list[Any] | None:
     """The tools, for a format whose template writes them (DeepSeek-V3.1's writes none: refused)."""
-    return list(tools) if "tool_def" in {s.role for s in fmt._c.shapes.values()} else None
+    return list(tools) if "tool_def" in _roles(fmt) else None
+
+
+def test_tools_before_the_last_user_message_and_an_earlier_equal_one_are_refused() -> None:
+    """Mistral's template writes the tools before every user message equal to the last: no grammar can."""
+    fmt = cg.get_format("mistral-small-3.2")
+    msgs = [*[{"role": "user", "content": "Again?"}, {"role": "assistant", "content": "Yes."}] * 2][:3]
+    theirs = reference.render(fmt, [cg.Message(**m) for m in msgs], tools=[WEATHER])
+    assert theirs.count(fmt._c.spec.terminals["_AVAILABLE_TOOLS"]) == 2
+    with pytest.raises(cg.UnsupportedConversationError, match="make them differ") as e:
+        fmt.render(msgs, tools=[WEATHER])
+    assert e.value.index == 2
+    msgs[0] = {"role": "user", "content": "Again!"}
+    assert fmt.render(msgs, tools=[WEATHER], date=reference.FIXED_DATE) == reference.render(
+        fmt, [cg.Message(**m) for m in msgs], tools=[WEATHER]
+    )
 
 
 def test_the_formats_with_tools_and_reasoning() -> None:
@@ -230,6 +251,18 @@ def test_completion_after_a_prefilled_think(enable_thinking: bool, reasoning: st
     assert not early.complete
 
 
+def test_thinking_a_model_wrote_renders_as_the_template_writes_the_history() -> None:
+    """A transcript holding DeepSeek-R1's output reads its thinking; render drops it, as the template does."""
+    fmt = cg.get_format("deepseek-r1-distill")
+    t = fmt._c.spec.terminals
+    text = t["_BOS"] + t["_USER"] + "Hi" + t["_ASSISTANT"] + t["_THINK"] + t["_NL"] + "<" + t["_THINK_END"] + "/think>"
+    got = fmt.parse(text)
+    assert got[-1] == cg.Message(role="assistant", content="/think>", reasoning_content="<", complete=False)
+    again = fmt.render(got)
+    assert again == reference.render(fmt, got)
+    assert fmt.parse(again) == fmt.normalize(got) != got
+
+
 def test_an_empty_think_block_is_no_reasoning() -> None:
     fmt = cg.get_format("deepseek-r1-distill")
     terminals = fmt._c.spec.terminals
@@ -246,7 +279,9 @@ def _three_calls(name: str) -> tuple[str, str]:
     fmt = cg.get_format(name)
     user = [{"role": "user", "content": "Weather in three cities?"}]
     prompt = fmt.render(user, tools=_tools(fmt, WEATHER), add_generation_prompt=True)
-    calls = [_call("get_weather", {"city": c}) for c in CITIES[: 3 if _parallel(fmt) else 1]]
+    calls = [
+        _call("get_weather", {"city": c}, f"call0000{k}") for k, c in enumerate(CITIES[: 3 if _parallel(fmt) else 1])
+    ]
     full = fmt.render([*user, {"role": "assistant", "content": "", "tool_calls": calls}], tools=_tools(fmt, WEATHER))
     assert full.startswith(prompt)
     return prompt, full[len(prompt) :]
@@ -268,8 +303,12 @@ def test_streamed_tool_calls(name: str, size: int) -> None:
     for i, city in enumerate(CITIES[:n]):
         text = "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta) and e.index == i)
         assert json.loads(text) == {"city": city}
-    ends = [e.index for e in events if isinstance(e, cg.ToolCallEnd)]
-    assert ends == list(range(n))
+    ends = [e for e in events if isinstance(e, cg.ToolCallEnd)]
+    assert [e.index for e in ends] == list(range(n))
+    # A format that writes the calls' ids gives them on their ends (and on their starts when written first).
+    ids = [f"call0000{k}" for k in range(n)] if "tool_call_id" in _roles(cg.get_format(name)) else [None] * n
+    assert [e.id for e in ends] == ids
+    assert all(e.id in (None, ids[e.index]) for e in starts)
     # Each call's events come in order: start, its deltas, its end; the message ends last.
     order = [(type(e).__name__, getattr(e, "index", None)) for e in events if getattr(e, "message", None) == message]
     assert order[0] == ("ToolCallStart", 0) and order[-1] == ("ToolCallEnd", n - 1)
@@ -369,11 +408,11 @@ def test_arguments_as_strings(name: str, data: st.DataObject) -> None:
     content = data.draw(safe_contents(fmt))
     msgs = [
         {"role": "user", "content": "x"},
-        {"role": "assistant", "content": content, "tool_calls": [_call("f", json.dumps(args))]},
+        {"role": "assistant", "content": content, "tool_calls": [_call("f", json.dumps(args), "call00001")]},
     ]
     try:
         ours = fmt.render(msgs, date=reference.FIXED_DATE)
     except cg.UnsafeContentError:
         return
     assert ours == reference.render(fmt, [cg.Message(**m) for m in msgs])
-    assert fmt.parse(ours) == fmt.normalize(msgs)
+    assert fmt.parse(ours) == fmt.normalize(msgs, date=reference.FIXED_DATE)

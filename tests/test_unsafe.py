@@ -35,7 +35,7 @@ def spliced(draw: st.DrawFn, fmt: cg.Format) -> tuple[list[cg.Message], bool, in
     k = draw(st.integers(0, len(m.content)))
     choices = [t for t in fmt.tokens] + ["\n" + mk for mk in fmt.markers]
     piece = draw(st.sampled_from(choices))
-    changed = cg.Message(role=m.role, content=m.content[:k] + piece + m.content[k:])
+    changed = m.model_copy(update={"content": m.content[:k] + piece + m.content[k:]})  # its ids and calls kept
     msgs = conv.messages[:i] + [changed] + conv.messages[i + 1 :]
     return msgs, conv.add_generation_prompt, i, piece.lstrip("\n")
 
