@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 from ._errors import ChatGrammarError, ParseError, RenderError
 from ._format import Format
-from ._message import Message
 from ._registry import formats, get_format
+from ._results import Diagnostic
 
 __all__ = ["main"]
 
@@ -96,9 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a template switch, e.g. enable_thinking=false (see `formats --long`)",
     )
     r.add_argument("--date", help="the date a template prints, YYYY-MM-DD (default: today, as the template does)")
+    r.add_argument("--tools", metavar="FILE", help="JSON list of tool definitions (JSON schemas), as tools=")
     r.set_defaults(run=_render)
 
-    q = sub.add_parser("parse", help="prompt text -> JSON messages")
+    q = sub.add_parser(
+        "parse",
+        help="prompt text -> JSON messages ({messages, tools} when the text lists tool definitions)",
+    )
     q.add_argument("-f", "--format", required=True, help="format name, alias or model id")
     q.add_argument("file", nargs="?", default="-", help="the text (default: stdin)")
     q.add_argument("--indent", type=int, default=None, help="indent the JSON output")
@@ -198,6 +202,11 @@ def _render(args: argparse.Namespace) -> int:
         if not eq or not key:
             raise _Usage(f"-o takes NAME=VALUE, not {item!r}")
         options[key] = _option_value(value)
+    if args.tools is not None:
+        tools = _load_json(_read(args.tools), _name(args.tools))
+        if not isinstance(tools, list):
+            raise _Problem(f"{_name(args.tools)}:1:1: expected a JSON list of tool definitions")
+        options["tools"] = tools
     when = None
     if date is not None:
         try:
@@ -223,21 +232,21 @@ def _parse(args: argparse.Namespace) -> int:
     fmt: Format = get_format(args.format)
     source = _name(args.file)
     text = _read(args.file)
-    status = EXIT_OK
-    if args.tolerant:
-        parsed = fmt.parse(text, strict=False)
-        messages: list[Message] = list(parsed)
-        for d in parsed.diagnostics:
-            print(f"{source}:{d}", file=sys.stderr)
-        status = EXIT_PROBLEM if parsed.diagnostics else EXIT_OK
-    else:
-        try:
-            messages = fmt.parse(text)
-        except ParseError as e:
-            raise _Problem(f"{source}:{e.line}:{e.column}: {e.reason}\n{e.snippet}") from None
-    json.dump([_dict(m) for m in messages], sys.stdout, ensure_ascii=False, indent=args.indent)
+    try:
+        parsed = fmt.parse(text, strict=not args.tolerant)
+    except ParseError as e:
+        raise _Problem(f"{source}:{e.line}:{e.column}: {e.reason}\n{e.snippet}") from None
+    # A strict reading reports payloads that are not JSON too (kept as their text).
+    diagnostics: list[Diagnostic] = getattr(parsed, "diagnostics", [])
+    for d in diagnostics:
+        print(f"{source}:{d}", file=sys.stderr)
+    messages = [m.to_dict() for m in parsed]
+    # What render takes back: the messages, with the tool definitions the text lists.
+    tools = getattr(parsed, "tools", None)
+    out: Any = messages if tools is None else {"messages": messages, "tools": tools}
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=args.indent)
     sys.stdout.write("\n")
-    return status
+    return EXIT_PROBLEM if diagnostics else EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -282,13 +291,6 @@ def _detect(args: argparse.Namespace) -> int:
     for name, score in found:
         print(f"{name}\t{score:.3f}")
     return EXIT_OK
-
-
-def _dict(m: Message) -> dict[str, Any]:
-    d: dict[str, Any] = {"role": m.role, "content": m.content}
-    if not m.complete:
-        d["complete"] = False
-    return d
 
 
 def _load_json(text: str, source: str) -> Any:

@@ -180,3 +180,53 @@ def test_detect_and_tolerant_parse() -> None:
         {"role": "assistant", "content": "Hel", "complete": False},
     ]
     assert cut.returncode == 1 and cut.stderr.startswith("<stdin>:4:4: truncated ")
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+AGENT = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "reasoning_content": "Use the tool.",
+        "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+    },
+    {"role": "tool", "content": "21°C"},
+]
+
+
+def test_tools_and_tool_calls_go_through_render_and_parse(tmp_path: Path) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([WEATHER]))
+    r = run("render", "-f", "qwen3", "--tools", str(tools), stdin=json.dumps(AGENT))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == cg.render(AGENT, "qwen3", tools=[WEATHER])
+    # parse writes what render takes: the calls, the reasoning and the tools are kept.
+    back = run("parse", "-f", "qwen3", stdin=r.stdout)
+    assert back.returncode == 0, back.stderr
+    doc = json.loads(back.stdout)
+    assert doc == {"messages": AGENT, "tools": [WEATHER]}
+    again = run("render", "-f", "qwen3", stdin=back.stdout)
+    assert again.stdout == r.stdout
+    # Without tool definitions in the text, parse writes the list of messages.
+    plain = run("parse", "-f", "qwen3", stdin=cg.render(AGENT, "qwen3"))
+    assert json.loads(plain.stdout) == AGENT
+
+
+def test_parse_reports_arguments_that_are_not_json() -> None:
+    text = cg.render(AGENT[:2], "qwen3").replace('{"city": "Paris"}', '{"city": "Par')
+    r = run("parse", "-f", "qwen3", stdin=text)
+    assert r.returncode == 1
+    assert json.loads(r.stdout)[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Par'
+    assert r.stderr.startswith("<stdin>:") and "invalid-arguments" in r.stderr
+
+
+def test_render_tools_must_be_a_list(tmp_path: Path) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(WEATHER))
+    r = run("render", "-f", "qwen3", "--tools", str(tools), stdin=json.dumps(AGENT))
+    assert r.returncode == 1
+    assert "expected a JSON list of tool definitions" in r.stderr
