@@ -20,7 +20,7 @@ from ._reader import Reader
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._results import Completion, Diagnostic, Parsed, Span
 from ._scanner import Scanner
-from ._structure import collapse, expand, has_structure
+from ._structure import CALL_PARTS, collapse, expand, has_structure
 
 __all__ = ["Format", "RolePolicy"]
 
@@ -692,6 +692,9 @@ class Format:
                 gen = False
             if gen:
                 raise
+        for i, slot in zip(plan.contents, plan.slots, strict=True):
+            if slot.transform == "empty" and contents[i]:
+                raise _content_refused(self.name, roles, i)
         given = list(contents)
         for i, fn in plan.transforms:
             contents[i] = fn(contents[i])
@@ -1303,6 +1306,23 @@ def _from_expanded(e: RenderError, origin: list[int], roles: list[str]) -> Rende
     if isinstance(e, UnsafeContentError):
         return UnsafeContentError(text, index=index, offset=e.offset, delimiter=e.delimiter, format=e.format)
     return type(e)(text, index=index, format=e.format)
+
+
+def _content_refused(name: str, roles: list[str], i: int) -> UnsupportedConversationError:
+    """A message with content where the template writes its shape only without any (``_empty{X}``)."""
+    calls = i + 1 < len(roles) and roles[i + 1] in CALL_PARTS
+    what = (
+        f"content beside its tool calls, and {name} writes an answer's calls"
+        if calls
+        else f"content, and {name} writes this turn"
+    )
+    return UnsupportedConversationError(
+        f"message {i} ({roles[i]!r}) has {what} only when it has no content: its template writes a message with "
+        "content differently (the grammar's comments say how), and it would not read back as this message. "
+        "Leave the content empty, or send it as a message of its own.",
+        index=i,
+        format=name,
+    )
 
 
 def _too_many_calls(
