@@ -130,6 +130,8 @@ def _decoded(raw: str, canonical: bool, indent: int | None) -> tuple[Any, ValueE
         value = json.loads(raw)
     except ValueError as e:
         return raw, e
+    except RecursionError:  # brackets nested deeper than the decoder goes: not JSON it can read
+        return raw, ValueError("nested too deep")
     if canonical and tojson(value, indent) != raw:
         return value, NONCANONICAL
     return value, None
