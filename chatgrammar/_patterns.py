@@ -19,6 +19,7 @@ backtracks more than one position per character.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -399,8 +400,9 @@ def json_object(pattern: str) -> str:
 
 
 def partial(pattern: str) -> str:
-    """What a slot's pattern accepts of a content cut short: a JSON object need not be closed yet."""
-    return pattern.removesuffix(JSON_OBJECT[1])
+    """What a slot's pattern accepts of a content cut short: a JSON object need not be closed yet,
+    and a content of a fixed length (an id) may be shorter."""
+    return re.sub(r"\{(\d+)\}\Z", r"{1,\1}", pattern.removesuffix(JSON_OBJECT[1]))
 
 
 @dataclass
