@@ -23,6 +23,7 @@ from ._ir import (
     TOOL_CALL_ID,
     TOOL_DEF,
     TOOL_RESULT_ID,
+    UNWRITTEN,
     Alt,
     Gen,
     Lit,
@@ -186,6 +187,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         spec.header.get("tool-defs", "json"),
         int(spec.header["id-length"]) if spec.header.get("id-length") else None,
         spec.header.get("id-error"),
+        call_type=spec.terminals[spec.header["call-type"]] if spec.header.get("call-type") else None,
     )
     if payloads.defs in JSON_DEFS:
         _json_shaped(start, TOOL_DEF, rules)
@@ -257,7 +259,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         trimmed_before_calls=frozenset(
             id(s.content)
             for s in shapes.values()
-            if s.ends_with_content and s.content.transform and s.content.transform != "drop"
+            if s.ends_with_content and s.content.transform and s.content.transform not in UNWRITTEN
         ),
     )
 
@@ -286,7 +288,7 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, boo
     answered = any(
         m.role == ASSISTANT
         and m.rule != m.role
-        and any(isinstance(s, Slot) and s.field == "content" and s.transform != "drop" for s in walk(m.body))
+        and any(isinstance(s, Slot) and s.field == "content" and s.transform not in UNWRITTEN for s in walk(m.body))
         for m in messages
     )
     marks: list[tuple[str, bool, bool]] = []
@@ -372,7 +374,7 @@ def _refuse_longer_siblings(
         if not pieces[k] or pieces[k][0] not in ("c", "?"):
             continue
         for b in shapes.values():
-            if b is a or b.role != a.role or b.content.transform != "drop" or not b.lead.startswith(a.lead):
+            if b is a or b.role != a.role or b.content.transform not in UNWRITTEN or not b.lead.startswith(a.lead):
                 continue
             tail = "".join(p for p in b.pieces if isinstance(p, str))[len(a.lead) :]
             # What ``a`` writes after its content: the rest of its optional group, then its end.

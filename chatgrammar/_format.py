@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any, Literal, overload
@@ -20,7 +20,7 @@ from ._reader import Reader
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._results import Completion, Diagnostic, Parsed, Span
 from ._scanner import Scanner
-from ._structure import collapse, expand, has_structure
+from ._structure import CALL_PARTS, collapse, expand, has_structure
 
 __all__ = ["Format", "RolePolicy"]
 
@@ -582,6 +582,21 @@ class Format:
             r.expanded_roles = placed.roles
             return r
         assert first is not None
+        at = first.index
+        merged = _calls_merged(msgs, at)
+        if merged is not None and at is not None:  # an answer that only calls tools, right after another's calls
+            try:
+                self._prepare(variant, merged, gen, date, tools)
+            except RenderError:
+                pass
+            else:
+                raise UnsupportedConversationError(
+                    f"message {at} only calls tools, right after the calls of message {at - 1}, and {self.name} "
+                    "does not write one answer's calls right after another's (its grammar says why: they may "
+                    f"read back as one answer). Give message {at - 1} all the calls, or put a message between.",
+                    index=at,
+                    format=self.name,
+                )
         raise first
 
     def _structural_roles(self) -> frozenset[str]:
@@ -692,6 +707,9 @@ class Format:
                 gen = False
             if gen:
                 raise
+        for i, slot in zip(plan.contents, plan.slots, strict=True):
+            if slot.transform == "empty" and contents[i]:
+                raise _content_refused(self.name, roles, i)
         given = list(contents)
         for i, fn in plan.transforms:
             contents[i] = fn(contents[i])
@@ -1303,6 +1321,38 @@ def _from_expanded(e: RenderError, origin: list[int], roles: list[str]) -> Rende
     if isinstance(e, UnsafeContentError):
         return UnsafeContentError(text, index=index, offset=e.offset, delimiter=e.delimiter, format=e.format)
     return type(e)(text, index=index, format=e.format)
+
+
+def _calls_merged(msgs: list[Any], i: int | None) -> list[Any] | None:
+    """The messages with answer ``i``'s calls given to answer ``i - 1``, when both only call tools
+    (``i`` with no content); None otherwise."""
+    if i is None or not 0 < i < len(msgs):
+        return None
+    a, b = (m.to_dict() if isinstance(m, Message) else m for m in msgs[i - 1 : i + 1])
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+        return None
+    if a.get("role") != ASSISTANT or b.get("role") != ASSISTANT or b.get("content"):
+        return None
+    if not (isinstance(a.get("tool_calls"), list) and isinstance(b.get("tool_calls"), list) and b["tool_calls"]):
+        return None
+    return [*msgs[: i - 1], {**a, "tool_calls": [*a["tool_calls"], *b["tool_calls"]]}, *msgs[i + 1 :]]
+
+
+def _content_refused(name: str, roles: list[str], i: int) -> UnsupportedConversationError:
+    """A message with content where the template writes its shape only without any (``_empty{X}``)."""
+    calls = i + 1 < len(roles) and roles[i + 1] in CALL_PARTS
+    what = (
+        f"content beside its tool calls, and {name} writes an answer's calls"
+        if calls
+        else f"content, and {name} writes this turn"
+    )
+    return UnsupportedConversationError(
+        f"message {i} ({roles[i]!r}) has {what} only when it has no content: its template writes a message with "
+        "content differently (the grammar's comments say how), and it would not read back as this message. "
+        "Leave the content empty, or send it as a message of its own.",
+        index=i,
+        format=name,
+    )
 
 
 def _too_many_calls(

@@ -65,8 +65,12 @@ HEADER_KEYS: dict[str, str] = {
     "completion-reasoning": "the terminals that open and close the thinking a model writes at the start of its "
     "answer, where the template writes answers as they are: parse_completion reads it as reasoning_content",
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
-    "(a string as it is, a value as JSON) or text (the template takes text only; a value is written as JSON)",
+    "(a string as it is, a value as JSON) or text (the template concatenates them: text only, read back as text)",
     "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson) or json-indent4",
+    "call-type": "the terminal holding the type the template writes for each tool call (the grammar writes it as "
+    "that literal): a call of another type, or of none, is refused",
+    "calls-content": "how the template is given an answer that only calls tools: empty (the default: content '') "
+    "or none (content None, OpenAI's shape); chatgrammar's empty content stands for it",
     "id-length": "the length the template requires of tool call ids (and of a tool result's tool_call_id)",
     "id-error": "the template's reason when a call id is missing or not of that length",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
@@ -85,6 +89,7 @@ _TRANSFORMS = {
     "_rstrip_nl": "rstrip_nl",
     "_tojson": "json",
     "_drop": "drop",
+    "_empty": "empty",
 }
 _ROLE_TRANSFORMS = {"_title": "title"}
 CONDITION = "_if"
@@ -158,6 +163,7 @@ _CHOICES = {
     "generation-elsewhere": ("refused", "nothing"),
     "tool-args": ARGS_MODES,
     "tool-defs": DEFS_MODES,
+    "calls-content": ("empty", "none"),
 }
 
 
@@ -298,7 +304,7 @@ class _Builder:
                 source=self.origin,
                 line=_header_line(self.source, "date"),
             )
-        for key in ("tokens", "markers", "stop", "bos", "eos", "merge-system", "completion-reasoning"):
+        for key in ("tokens", "markers", "stop", "bos", "eos", "merge-system", "completion-reasoning", "call-type"):
             value = self.header.get(key)
             names = value if isinstance(value, list) else ([value] if value else [])
             for t in names:

@@ -24,6 +24,10 @@ TOOL_DEF = "tool_def"  # one tool definition (render's tools=...), as JSON text
 TOOL_CALL_ID = "tool_call_id"  # the id of the tool call it stands with (before or after its arguments)
 TOOL_RESULT_ID = "tool_result_id"  # the tool_call_id of the tool result it stands with (before or after it)
 STRUCTURAL = (REASONING, TOOL_CALL, TOOL_ARGS, TOOL_DEF, TOOL_CALL_ID, TOOL_RESULT_ID)
+# Content transforms whose content the template never writes: ``_drop{X}`` (dropped, a declared
+# loss) and ``_empty{X}`` (the template writes that shape only for a message with no content:
+# content there is refused).
+UNWRITTEN = frozenset(("drop", "empty"))
 
 __all__ = [
     "DROPPED",
@@ -35,6 +39,7 @@ __all__ = [
     "TOOL_CALL_ID",
     "TOOL_DEF",
     "TOOL_RESULT_ID",
+    "UNWRITTEN",
     "read_only_removed",
     "Alt",
     "Cond",

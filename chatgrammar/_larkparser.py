@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ._compiler import ASSISTANT, Compiled
 from ._errors import ParseError
-from ._ir import Gen, Lit, Msg, Node, Opt, Seq, Slot
+from ._ir import UNWRITTEN, Gen, Lit, Msg, Node, Opt, Seq, Slot
 from ._message import Message, make_message
 from ._patterns import date_check, re_escape
 from ._render import ROLE_TRANSFORMS
@@ -110,7 +110,7 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
         if isinstance(n, Lit):
             return names.literal(n.text)
         if isinstance(n, Slot):
-            if n.transform == "drop":
+            if n.transform in UNWRITTEN:
                 return ""  # never written: nothing to read
             if id(n) not in contested:
                 return names.slot(n)

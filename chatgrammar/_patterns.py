@@ -19,12 +19,13 @@ backtracks more than one position per character.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ._automaton import INIT, Positions, positions
 from ._errors import GrammarError
-from ._ir import Lit, Node, Slot
+from ._ir import UNWRITTEN, Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
 
 __all__ = [
     "JSON_OBJECT",
@@ -78,9 +79,17 @@ def derive_slot_rules(
     tokens = [t for t in dict.fromkeys(tokens) if t]
     markers = [m for m in dict.fromkeys(markers) if m]
     cores = tokens + markers
-    pos = positions(start, lambda n: isinstance(n, (Lit, Slot)))
-    preds = _predecessors(pos)
     rules: dict[int, SlotRules] = {}
+    # A slot the template never writes reads nothing; only what follows it tells where it stood.
+    # The other slots are read with the literals around it joined, as they are written.
+    full = positions(start, lambda n: isinstance(n, (Lit, Slot)))
+    for p, atom in enumerate(full.atoms):
+        if isinstance(atom, Slot) and atom.transform in UNWRITTEN:
+            r = SlotRules(after=_shortest(_texts_after(full, p, 64)))
+            r.pattern = atom.pattern = slot_pattern(r, atom.transform)
+            rules[id(atom)] = r
+    pos = positions(_written(start), lambda n: isinstance(n, (Lit, Slot)))
+    preds = _predecessors(pos)
     for p, atom in enumerate(pos.atoms):
         if not isinstance(atom, Slot):
             continue
@@ -105,6 +114,22 @@ def derive_slot_rules(
         atom.pattern = r.pattern
         rules[id(atom)] = r
     return rules
+
+
+def _written(n: Node) -> Node:
+    """``n`` without the content slots the template never writes (``_drop``, ``_empty``): the
+    literals around one follow each other."""
+    if isinstance(n, Slot) and n.transform in UNWRITTEN:
+        return Seq(())
+    if isinstance(n, (Seq, Alt)):
+        return type(n)(tuple(_written(i) for i in n.items))
+    if isinstance(n, (Opt, Star)):
+        return type(n)(_written(n.item))
+    if isinstance(n, Msg):
+        return Msg(n.role, n.rule, _written(n.body), n.key)
+    if isinstance(n, Gen):
+        return Gen(_written(n.body))
+    return n
 
 
 def _predecessors(pos: Positions) -> list[list[int]]:
@@ -326,7 +351,7 @@ def _alternation(items: Iterable[str]) -> str:
 
 def slot_pattern(rules: SlotRules, transform: str | None, length: int | None = None) -> str:
     """The regex of one or more characters a slot with these rules accepts (exactly ``length``, if given)."""
-    if transform == "drop":
+    if transform in UNWRITTEN:
         return "(?!)"  # the template never writes it: nothing reads as it
     forbidden_chars: set[str] = set()
     lookaheads: dict[str, list[str]] = {}
@@ -375,8 +400,9 @@ def json_object(pattern: str) -> str:
 
 
 def partial(pattern: str) -> str:
-    """What a slot's pattern accepts of a content cut short: a JSON object need not be closed yet."""
-    return pattern.removesuffix(JSON_OBJECT[1])
+    """What a slot's pattern accepts of a content cut short: a JSON object need not be closed yet,
+    and a content of a fixed length (an id) may be shorter."""
+    return re.sub(r"\{(\d+)\}\Z", r"{1,\1}", pattern.removesuffix(JSON_OBJECT[1]))
 
 
 @dataclass

@@ -6,11 +6,14 @@ slot as text. The grammar's header says how its template writes them:
 * ``tool-args``: ``json`` (``arguments | tojson``: a string is written as a JSON string);
   ``raw-string`` (a string is written as it is, anything else as JSON: Qwen 3, the OpenAI
   shape where arguments are JSON text); ``text`` (the template concatenates the arguments
-  as text and takes nothing else: chatgrammar writes a value as its JSON, as ``raw-string``).
+  and takes text only, raising on a value: a value is refused, and arguments read back as
+  the text written, reported when it is not JSON: DeepSeek V3).
 * ``tool-defs``: ``json`` (``tool | tojson``), ``json-indent4`` (``tool | tojson(indent=4)``) or
   ``function`` (the definition's ``function`` object, for a grammar that writes the list's
   ``{"type": "function", "function": ...}`` around it: Mistral's ``tools | tojson``).
 * ``id-length``: the length a template requires of call ids (Mistral's 9); ``id-error`` its reason.
+* ``call-type``: the type a template writes for each call (DeepSeek's ``function``, a literal of
+  the grammar): a call of another type, or with none, is refused.
 
 Reading back decodes the JSON. Text that is not JSON is kept as it is (and reported); JSON
 that is not written the way the template writes a value is its value (and reported in
@@ -49,11 +52,17 @@ class Payloads:
     id_error: str | None = None  # the template's reason when they do not
     call_order: tuple[str, ...] = ("tool_call", "tool_args")  # the turns of a call, as the grammar writes them
     result_id_first: bool = False  # a result's id is written before it (else after it)
+    call_type: str | None = None  # the type the template writes for each call, when it writes one
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
         if isinstance(args, str) and self.args != "json":
             return args
+        if self.args == "text":
+            raise UnsupportedConversationError(
+                f"{where}: the template writes the arguments as text and raises on a "
+                f"{type(args).__name__}: give them as a JSON string (OpenAI's shape: json.dumps(arguments))"
+            )
         try:
             return tojson(args)
         except (TypeError, ValueError) as e:
@@ -85,8 +94,24 @@ class Payloads:
             )
         return value
 
+    def type_check(self, call: Any, where: str, format: str) -> None:
+        """Refuse a call whose type the template would write other than as the grammar does."""
+        if self.call_type is not None and call.get("type") != self.call_type:
+            has = f"type {call['type']!r}" if "type" in call else "no type"
+            raise UnsupportedConversationError(
+                f"{where} has {has}, and {format}'s template writes each call's type: chatgrammar writes "
+                f"and reads {self.call_type!r} only; give the call that type",
+                format=format,
+            )
+
     def read_args(self, raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
-        """Arguments as written -> (their value, what is wrong with them: see ``_decoded``)."""
+        """Arguments as written -> (their value, what is wrong with them: see ``_decoded``).
+
+        For a template that takes text, the text as it is, reported when it is not JSON.
+        """
+        if self.args == "text":
+            problem = _decoded(raw, False, None)[1]
+            return raw, problem
         return _decoded(raw, canonical, None)
 
     def read_tool(self, raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
@@ -105,6 +130,8 @@ def _decoded(raw: str, canonical: bool, indent: int | None) -> tuple[Any, ValueE
         value = json.loads(raw)
     except ValueError as e:
         return raw, e
+    except RecursionError:  # brackets nested deeper than the decoder goes: not JSON it can read
+        return raw, ValueError("nested too deep")
     if canonical and tojson(value, indent) != raw:
         return value, NONCANONICAL
     return value, None

@@ -38,6 +38,7 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
     "rstrip_nl": lambda s: s.rstrip("\n"),
     "json": lambda s: json.dumps(s, ensure_ascii=False),
     "drop": lambda s: "",
+    "empty": lambda s: "",
 }
 # Content transforms that lose nothing: how the parser reads the written text back.
 READERS: dict[str, Callable[[str], Any]] = {"json": json.loads}

@@ -169,11 +169,12 @@ def expand(
             for k, call in enumerate(calls):
                 fname, args = _call(call, i, k)
                 try:
-                    parts = {TOOL_CALL: fname, TOOL_ARGS: payloads.args_text(args, f"message {i}, tool call {k}")}
+                    payloads.type_check(call, f"tool call {k}", name)
+                    parts = {TOOL_CALL: fname, TOOL_ARGS: payloads.args_text(args, f"tool call {k}")}
                     if TOOL_CALL_ID in written:  # the template writes the call's id
                         parts[TOOL_CALL_ID] = payloads.id_text(call.get("id"), f"the id of tool call {k}", name)
                 except RenderError as e:
-                    raise type(e)(f"message {i}: {e}", index=i, format=e.format) from None
+                    raise type(e)(f"message {i}: {e}", index=i, format=e.format or name) from None
                 out.roles += payloads.call_order
                 out.contents += [parts[r] for r in payloads.call_order]
                 out.origin += [i] * len(payloads.call_order)

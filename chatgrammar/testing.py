@@ -19,7 +19,7 @@ from ._errors import UnsupportedConversationError
 from ._format import Format
 from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, Gen, Lit, Msg
 from ._message import Message
-from ._payloads import Payloads
+from ._payloads import Payloads, tojson
 from ._registry import formats, get_format
 from ._render import READERS
 from ._structure import collapse
@@ -148,7 +148,9 @@ def conversations(
         elif isinstance(t.atom, Msg):
             shape = c.shapes[t.atom.rule]
             role = shape.role or draw(st.sampled_from([r for r in generic_roles[state] if not planner.refused(r)]))
-            msgs.append(Message(role=role, content=draw(_structural_content(role, content, c.payloads))))
+            # A shape the template writes only for a message with no content (_empty) gets none.
+            drawn = st.just("") if shape.content.transform == "empty" else content
+            msgs.append(Message(role=role, content=draw(_structural_content(role, drawn, c.payloads))))
             can_open = shape.content.transform not in READERS and role not in STRUCTURAL
         state = t.target
     if c.spec.header.get("system-at") == "last-user":
@@ -208,7 +210,7 @@ def _structural_content(role: str, content: st.SearchStrategy[str], payloads: Pa
     if role == TOOL_CALL:
         return st.one_of(_NAMES, content.filter(bool))
     if role == TOOL_ARGS:
-        args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(lambda a: payloads.args_text(a, ""))
+        args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(tojson)
         return st.one_of(args, content) if payloads.args != "json" else args
     if role == TOOL_DEF:
         return _TOOL.map(lambda t: payloads.tool_text(t, 0))

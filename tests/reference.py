@@ -6,6 +6,13 @@ for an open final message (``continue_final_message``), using transformers' own
 algorithm: the content gets a tag appended, the template renders it, and the
 text is cut at the tag (and right-stripped when the template trimmed the tag's
 trailing space).
+
+An assistant message with tool calls and empty content is given to the template with
+content None, as OpenAI writes it, where the grammar says its template takes it so
+(``// calls-content: none``: DeepSeek V3 writes an answer's calls only when its content
+``is none``); chatgrammar's Message holds "" there. Hugging Face gives the template the
+messages as they are, None included, so the None is kept through render_reference's
+jinja2 path, which drops None values.
 """
 
 from __future__ import annotations
@@ -84,7 +91,8 @@ def render(
     )
     if tools is not None:
         kwargs["tools"] = tools
-    dicts = [{k: v for k, v in m.to_dict().items() if k != "complete"} for m in messages]
+    none = fmt._header.get("calls-content") == "none"
+    dicts = [_as_given(m, none) for m in messages]
     src = _source(e["template_file"])
     if messages and not messages[-1].complete:
         if not messages[-1].content:  # an open turn with nothing in it is the generation prompt
@@ -98,7 +106,29 @@ def render(
     return _render(src, dicts, add_generation_prompt=add_generation_prompt, **kwargs)
 
 
-def _render(src: str, messages: list[dict[str, str]], **kwargs: Any) -> str:
+def _as_given(m: Message, none: bool) -> dict[str, Any]:
+    """A message as Hugging Face takes it (with ``none``: content None for an answer that only calls tools)."""
+    d = {k: v for k, v in m.to_dict().items() if k != "complete"}
+    if none and m.role == "assistant" and m.tool_calls and not m.content:
+        d["content"] = None
+    return d
+
+
+_drop_none = render_reference._prepare
+
+
+def _keeping_none_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """render_reference's preparation, with a content None kept (see the module docstring)."""
+    prepared = _drop_none(messages)
+    return [
+        {**p, "content": None} if m.get("content", "") is None else p for m, p in zip(messages, prepared, strict=True)
+    ]
+
+
+render_reference._prepare = _keeping_none_content
+
+
+def _render(src: str, messages: list[dict[str, Any]], **kwargs: Any) -> str:
     try:
         return render_reference.render(src, messages, **kwargs)
     except Exception as e:  # the template's own raise_exception, or Jinja failing on the input

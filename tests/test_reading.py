@@ -23,7 +23,7 @@ def _render(fmt: cg.Format, conv) -> str:
         reject()
 
 
-def _assemble(events: list[cg.Event]) -> list[cg.Message]:
+def _assemble(events: list[cg.Event], fmt: cg.Format) -> list[cg.Message]:
     """The messages a stream of events describes; checks the events are well formed."""
     roles: dict[int, str] = {}
     contents: dict[int, list[str]] = {}
@@ -72,7 +72,8 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
             fields["reasoning_content"] = "".join(thinking[i])
         if calls[i]:
             fields["tool_calls"] = [
-                _call(name, "".join(parts), done, ids.get((i, k))) for k, (name, parts, done) in enumerate(calls[i])
+                _call(fmt, name, "".join(parts), done, ids.get((i, k)))
+                for k, (name, parts, done) in enumerate(calls[i])
             ]
         if i in results:
             fields["tool_call_id"] = results[i]
@@ -80,13 +81,9 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
     return out
 
 
-def _call(name: str, arguments: str, done: bool, call_id: str | None) -> dict[str, object]:
-    value: object = arguments
-    if done:
-        try:
-            value = json.loads(arguments)
-        except ValueError:
-            pass
+def _call(fmt: cg.Format, name: str, arguments: str, done: bool, call_id: str | None) -> dict[str, object]:
+    # Arguments read back as their value, or as the text written where the template takes text.
+    value: object = fmt._c.payloads.read_args(arguments, False)[0] if done else arguments
     call: dict[str, object] = {"type": "function", "function": {"name": name, "arguments": value}}
     return call if call_id is None else {"id": call_id, **call}
 
@@ -344,7 +341,7 @@ def test_stream_events_reassemble_to_parse(name: str, data: st.DataObject) -> No
         events += parser.feed(text[last:k])
         last = k
     events += parser.close()
-    assert _assemble(events) == fmt.parse(text, **conv.options)
+    assert _assemble(events, fmt) == fmt.parse(text, **conv.options)
 
 
 def test_stream_holds_back_partial_delimiters() -> None:

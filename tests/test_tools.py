@@ -9,7 +9,9 @@ streaming events, and the errors.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from typing import Any
 
 import pytest
@@ -80,7 +82,7 @@ AGENT_SINGLE = [
 
 def _parallel(fmt: cg.Format) -> bool:
     """Whether the format writes several calls in one answer."""
-    two = [{"role": "user", "content": "x"}, {**AGENT[2], "tool_calls": AGENT[2]["tool_calls"][:2]}]
+    two = _taken(fmt, [{"role": "user", "content": "x"}, {**AGENT[2], "tool_calls": AGENT[2]["tool_calls"][:2]}])
     try:
         fmt.render(two, tools=_tools(fmt, WEATHER, TIME))
     except cg.UnsupportedConversationError:
@@ -89,7 +91,30 @@ def _parallel(fmt: cg.Format) -> bool:
 
 
 def _agent(fmt: cg.Format) -> list[dict[str, Any]]:
-    return AGENT if _parallel(fmt) else AGENT_SINGLE
+    return _taken(fmt, AGENT if _parallel(fmt) else AGENT_SINGLE)
+
+
+def _calls_without_content(fmt: cg.Format) -> bool:
+    """Whether the format writes an answer's calls only when it has no content (DeepSeek V3: _empty)."""
+    return any(s.role == "assistant" and s.content.transform == "empty" for s in fmt._c.shapes.values())
+
+
+def _taken(fmt: cg.Format, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as the format's template takes them: arguments as JSON text where it takes
+    text only (tool-args: text), and no content beside calls where it writes calls only without."""
+    text_args = fmt._c.payloads.args == "text"
+    out = []
+    for m in msgs:
+        if m.get("tool_calls"):
+            calls = [
+                {**c, "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"])}}
+                if text_args and not isinstance(c["function"]["arguments"], str)
+                else c
+                for c in m["tool_calls"]
+            ]
+            m = {**m, "tool_calls": calls, "content": "" if _calls_without_content(fmt) else m["content"]}
+        out.append(m)
+    return out
 
 
 def _tools(fmt: cg.Format, *tools: Any) -> list[Any] | None:
@@ -167,7 +192,7 @@ def test_spans_of_an_answer_cover_its_calls(name: str) -> None:
     written = fmt.normalize(agent, tools=tools)[k].content  # "" where the template drops it
     assert text[span.content_start : span.content_end] == written
     for call in agent[k]["tool_calls"]:
-        assert json.dumps(call["function"]["arguments"], ensure_ascii=False) in text[span.start : span.end]
+        assert fmt._c.payloads.args_text(call["function"]["arguments"], "") in text[span.start : span.end]
     assert span in (parsed.spans or [])
 
 
@@ -282,9 +307,17 @@ def _three_calls(name: str) -> tuple[str, str]:
     calls = [
         _call("get_weather", {"city": c}, f"call0000{k}") for k, c in enumerate(CITIES[: 3 if _parallel(fmt) else 1])
     ]
-    full = fmt.render([*user, {"role": "assistant", "content": "", "tool_calls": calls}], tools=_tools(fmt, WEATHER))
-    assert full.startswith(prompt)
-    return prompt, full[len(prompt) :]
+    answer = _taken(fmt, [{"role": "assistant", "content": "", "tool_calls": calls}])
+    full = fmt.render([*user, *answer], tools=_tools(fmt, WEATHER))
+    if full.startswith(prompt):
+        return prompt, full[len(prompt) :]
+    # DeepSeek-R1's prompt opens (and closes) a thinking block its history does not write: the
+    # model writes its calls after it as the history writes them after the part both share (up
+    # to the token where they part).
+    k = len(os.path.commonprefix([prompt, full]))
+    while k and not any(full.startswith(t, k) for t in fmt.tokens):
+        k -= 1
+    return prompt, full[k:]
 
 
 @pytest.mark.parametrize("name", WITH_TOOLS)
@@ -405,7 +438,7 @@ def test_arguments_as_strings(name: str, data: st.DataObject) -> None:
     """OpenAI-style arguments (a JSON string) render as the template writes them, and read back decoded."""
     fmt = cg.get_format(name)
     args = data.draw(st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3))
-    content = data.draw(safe_contents(fmt))
+    content = "" if _calls_without_content(fmt) else data.draw(safe_contents(fmt))
     msgs = [
         {"role": "user", "content": "x"},
         {"role": "assistant", "content": content, "tool_calls": [_call("f", json.dumps(args), "call00001")]},
@@ -416,3 +449,178 @@ def test_arguments_as_strings(name: str, data: st.DataObject) -> None:
         return
     assert ours == reference.render(fmt, [cg.Message(**m) for m in msgs])
     assert fmt.parse(ours) == fmt.normalize(msgs, date=reference.FIXED_DATE)
+
+
+# -- DeepSeek V2.5, V3 and the R1 distills: their templates' tool quirks ----------------------
+
+DEEPSEEK = ["deepseek-v3", "deepseek-v2.5", "deepseek-r1-distill"]
+
+
+def _ds_call(fmt: cg.Format, name: str, arguments: Any) -> dict[str, Any]:
+    """A call as the format's template takes it (arguments as JSON text where it takes text only)."""
+    return _taken(fmt, [{"role": "assistant", "content": "", "tool_calls": [_call(name, arguments)]}])[0]["tool_calls"][
+        0
+    ]
+
+
+def _ds_rounds(fmt: cg.Format) -> list[dict[str, Any]]:
+    """Two rounds of calls and results, then a question: the flags the templates never reset."""
+    c = functools.partial(_ds_call, fmt)
+    return [
+        {"role": "user", "content": "Weather in Paris and Zürich?"},
+        {"role": "assistant", "content": "", "tool_calls": [c("get_weather", {"city": "Paris"}), c("get_weather", {})]},
+        {"role": "tool", "content": "21"},
+        {"role": "tool", "content": "17"},
+        {"role": "assistant", "content": "21°C and 17°C."},
+        {"role": "user", "content": "And the time?"},
+        {"role": "assistant", "content": "", "tool_calls": [c("get_time", {})]},
+        {"role": "tool", "content": "14:05"},
+    ]
+
+
+@pytest.mark.parametrize("name", DEEPSEEK)
+@pytest.mark.parametrize("gen", [False, True])
+def test_deepseek_only_the_first_call_and_result_of_a_conversation_open_their_blocks(name: str, gen: bool) -> None:
+    fmt = cg.get_format(name)
+    t = fmt._c.spec.terminals
+    msgs = _ds_rounds(fmt)
+    text = fmt.render(msgs, add_generation_prompt=gen)
+    assert text == reference.render(fmt, [cg.Message(**m) for m in msgs], gen)
+    assert text.count(t["_FIRST_CALL"]) == 1 and text.count(t["_NEXT_CALL"]) == 2
+    assert text.count(t["_TOOL_OUTPUTS_BEGIN"]) == 1 and text.count(t["_NL"] + t["_TOOL_OUTPUT_BEGIN"]) == 2
+    assert text.count(t["_TOOL_CALLS_END"] + t["_EOS"]) == 2
+    # V2.5 and V3 close every call but the first of the conversation (none here); R1 each answer's calls.
+    single = msgs[:1] + [{**msgs[1], "tool_calls": msgs[1]["tool_calls"][:1]}]
+    first = fmt.render(single)
+    assert first == reference.render(fmt, [cg.Message(**m) for m in single])
+    assert first.endswith(t["_TOOL_CALLS_END"] + t["_EOS"]) == (name == "deepseek-r1-distill")
+    # After results an answer opens with the outputs' end; the text ends with it, with no prompt.
+    assert t["_TOOL_OUTPUTS_END"] + "21°C" in text
+    assert text.endswith(t["_TOOL_OUTPUTS_END"])
+    got = fmt.parse(text)
+    assert got == fmt.normalize(msgs, add_generation_prompt=gen) == [cg.Message(**m) for m in msgs]
+    assert fmt.render(got) == text
+
+
+@pytest.mark.parametrize("name", DEEPSEEK)
+def test_deepseek_content_beside_calls_is_refused(name: str) -> None:
+    """V3 writes the content and drops the calls; R1 writes the content as an answer of its own."""
+    fmt = cg.get_format(name)
+    call = _ds_call(fmt, "get_time", {})
+    msgs = [{"role": "user", "content": "Time?"}, {"role": "assistant", "content": "Checking.", "tool_calls": [call]}]
+    with pytest.raises(cg.UnsupportedConversationError, match="beside its tool calls") as e:
+        fmt.render(msgs)
+    assert e.value.index == 1
+    theirs = reference.render(fmt, [cg.Message(**m) for m in msgs])
+    if name == "deepseek-r1-distill":  # the same text as the calls, then the text as the next answer
+        split = [msgs[0], {**msgs[1], "content": ""}, {"role": "assistant", "content": "Checking."}]
+        assert theirs == fmt.render(split) and fmt.parse(theirs) == [cg.Message(**m) for m in split]
+    else:  # the calls are gone
+        assert theirs == fmt.render([msgs[0], {"role": "assistant", "content": "Checking."}])
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "deepseek-v2.5"])
+def test_deepseek_v3_call_only_answers_in_a_row_are_refused(name: str) -> None:
+    """V3 writes <｜tool▁calls▁end｜><｜end▁of▁sentence｜> after each later call: two answers read as one."""
+    fmt = cg.get_format(name)
+    c = functools.partial(_ds_call, fmt)
+    one = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [c("f", {})]}]
+    two = [*one, {"role": "assistant", "content": "", "tool_calls": [c("g", {})]}]
+    merged = [one[0], {"role": "assistant", "content": "", "tool_calls": [c("f", {}), c("g", {})]}]
+    as_given = [cg.Message(**m) for m in two]
+    assert reference.render(fmt, as_given) == reference.render(fmt, [cg.Message(**m) for m in merged])
+    with pytest.raises(cg.UnsupportedConversationError, match="Give message 1 all the calls") as e:
+        fmt.render(two)
+    assert e.value.index == 2
+    assert fmt.parse(fmt.render(merged)) == [cg.Message(**m) for m in merged]
+    # With a message between them, both are written.
+    between = [*one, {"role": "user", "content": "y"}, two[2]]
+    assert fmt.render(between) == reference.render(fmt, [cg.Message(**m) for m in between])
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "deepseek-v2.5"])
+def test_deepseek_v3_arguments_are_text(name: str) -> None:
+    fmt = cg.get_format(name)
+    user = {"role": "user", "content": "x"}
+    as_dict = [user, {"role": "assistant", "content": "", "tool_calls": [_call("f", {"a": 1})]}]
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(fmt, [cg.Message(**m) for m in as_dict])
+    with pytest.raises(cg.UnsupportedConversationError, match="JSON string") as e:
+        fmt.render(as_dict)
+    assert e.value.index == 1
+    # Text is written as it is and read back as text, JSON or not (reported when not).
+    for args in ('{"a": 1}', '{"a":1}', "not json"):
+        msgs = [user, {"role": "assistant", "content": "", "tool_calls": [_call("f", args)]}]
+        text = fmt.render(msgs)
+        assert text == reference.render(fmt, [cg.Message(**m) for m in msgs])
+        got = fmt.parse(text, strict=False)
+        assert got[1].tool_calls == [_call("f", args)]
+        assert [d.code for d in got.diagnostics] == ([] if args != "not json" else ["invalid-arguments"])
+
+
+def test_deepseek_r1_writes_arguments_as_json() -> None:
+    """R1 writes arguments | tojson: a string (OpenAI's shape) as a JSON string."""
+    fmt = cg.get_format("deepseek-r1-distill")
+    for args in ({"a": 1}, '{"a": 1}'):
+        msgs = [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "", "tool_calls": [_call("f", args)]},
+        ]
+        text = fmt.render(msgs)
+        assert text == reference.render(fmt, [cg.Message(**m) for m in msgs])
+        assert json.dumps(args) in text
+        assert fmt.parse(text)[1].tool_calls == [_call("f", args)]
+
+
+@pytest.mark.parametrize("name", DEEPSEEK)
+def test_deepseek_calls_of_another_type_are_refused(name: str) -> None:
+    fmt = cg.get_format(name)
+    call = _ds_call(fmt, "f", {})
+    for other in ({**call, "type": "code"}, {"function": call["function"]}):
+        msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [other]}]
+        with pytest.raises(cg.UnsupportedConversationError, match="'function' only") as e:
+            fmt.render(msgs)
+        assert e.value.index == 1
+    # The template writes the type it is given, and raises on a call with none.
+    typed = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "", "tool_calls": [{**call, "type": "code"}]},
+    ]
+    assert "code" + fmt._c.spec.terminals["_TOOL_SEP"] in reference.render(fmt, [cg.Message(**m) for m in typed])
+    untyped = [typed[0], {**typed[1], "tool_calls": [{"function": call["function"]}]}]
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(fmt, [cg.Message(**m) for m in untyped])
+    with pytest.raises(cg.UnsupportedConversationError, match="tool definitions"):
+        fmt.render(typed[:1], tools=[WEATHER])
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_deepseek_r1_completion_thinks_then_calls(size: int) -> None:
+    """R1's prompt opens <think>: the model thinks, closes it, then writes its calls."""
+    fmt = cg.get_format("deepseek-r1-distill")
+    t = fmt._c.spec.terminals
+    user = [{"role": "user", "content": "Weather in Paris?"}]
+    prompt = fmt.render(user, add_generation_prompt=True, enable_thinking=True)
+    history = fmt.render(
+        [*user, {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"})]}]
+    )
+    calls = history[history.index(t["_TOOL_CALLS_BEGIN"]) :]
+    completion = "Paris, so get_weather.\n" + t["_THINK_END"] + "\n\n" + calls
+    got = fmt.parse_completion(completion, prompt=prompt, enable_thinking=True)
+    assert not got.diagnostics
+    assert got.message == cg.Message(
+        role="assistant",
+        content="\n\n",
+        reasoning_content="Paris, so get_weather.\n",
+        tool_calls=[_call("get_weather", {"city": "Paris"})],
+    )
+    parser = cg.StreamParser(fmt, enable_thinking=True)
+    events = parser.feed(prompt)
+    for k in range(0, len(completion), size):
+        events += parser.feed(completion[k : k + size])
+    events += parser.close()
+    kinds = [type(e).__name__ for e in events if getattr(e, "index", None) == 1 or getattr(e, "message", None) == 1]
+    assert kinds[0] == "MessageStart" and kinds[-1] == "MessageEnd"
+    assert kinds.index("ReasoningDelta") < kinds.index("ToolCallStart") < kinds.index("ToolCallEnd")
+    args = "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta))
+    assert json.loads(args) == {"city": "Paris"}
