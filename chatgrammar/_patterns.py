@@ -143,6 +143,10 @@ def _stop_strings(pos: Positions, p: int, cores: list[str], origin: str, slot: S
             ends.append(acc)
         if len(acc) < _MAX_STOP:
             stack.extend((r, acc) for r in reversed(pos.follow[q]))
+        elif pos.follow[q]:
+            # So long a run of literals ends the slot as surely as a token would (Command R7B's
+            # list of tools, then its default preamble): content holding it is refused.
+            stops.append(acc)
     return list(dict.fromkeys(stops)), list(dict.fromkeys(ends))
 
 
