@@ -27,6 +27,7 @@ from ._errors import GrammarError
 from ._ir import Lit, Node, Slot
 
 __all__ = [
+    "INDEX",
     "JSON_OBJECT",
     "json_object",
     "partial",
@@ -371,6 +372,7 @@ def slot_pattern(rules: SlotRules, transform: str | None, length: int | None = N
 
 
 JSON_OBJECT = (r"(?=\{)", r"(?<=\})")  # around a slot's pattern: it reads a JSON object's text
+INDEX = r"(?:0|[1-9][0-9]*)"  # a number as str(int) writes it: the running index of a tool call
 
 
 def json_object(pattern: str) -> str:
