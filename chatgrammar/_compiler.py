@@ -39,6 +39,7 @@ from ._ir import (
     walk,
 )
 from ._patterns import (
+    INDEX,
     Guard,
     SlotRules,
     date_pattern,
@@ -182,17 +183,22 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     # Before the shapes are built: their regexes read the slots' patterns.
     aliases = sorted(spec.header.get("role-alias", {}))
     role_refused, role_after = _refuse_fixed_roles(start, rules, aliases)
+    defs, fields = spec.header.get("tool-defs", ("json", ()))
     payloads = Payloads(
         spec.header.get("tool-args", "json"),
-        spec.header.get("tool-defs", "json"),
+        defs,
         int(spec.header["id-length"]) if spec.header.get("id-length") else None,
         spec.header.get("id-error"),
         call_type=spec.terminals[spec.header["call-type"]] if spec.header.get("call-type") else None,
+        fields=fields,
+        call_ids=spec.header.get("call-ids", "given"),
     )
     if payloads.defs in JSON_DEFS:
         _json_shaped(start, TOOL_DEF, rules)
     if payloads.id_length is not None:
         _fixed_length(start, (TOOL_CALL_ID, TOOL_RESULT_ID), payloads.id_length, rules)
+    if payloads.call_ids == "index":
+        _indexes(start, (TOOL_CALL_ID, TOOL_RESULT_ID), rules)
     shapes: dict[str, Shape] = {}
     for msg in _messages(start):
         if msg.rule not in shapes and not msg.dropped:
@@ -321,6 +327,15 @@ def _fixed_length(start: Node, roles: tuple[str, ...], length: int, rules: dict[
             for s in walk(m.body):
                 if isinstance(s, Slot) and s.field == "content":
                     s.pattern = rules[id(s)].pattern = slot_pattern(rules[id(s)], s.transform, length)
+
+
+def _indexes(start: Node, roles: tuple[str, ...], rules: dict[int, SlotRules]) -> None:
+    """The content slots of ``roles`` read only a number as ``str(int)`` writes it (``call-ids: index``)."""
+    for m in _messages(start):
+        if m.role in roles:
+            for s in walk(m.body):
+                if isinstance(s, Slot) and s.field == "content":
+                    s.pattern = rules[id(s)].pattern = INDEX
 
 
 def _refuse_bare_structures(

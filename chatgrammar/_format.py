@@ -11,11 +11,12 @@ from itertools import product
 from typing import Any, Literal, overload
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
-from ._errors import ChatGrammarError, RenderError, UnsafeContentError, UnsupportedConversationError
+from ._errors import ChatGrammarError, ParseError, RenderError, UnsafeContentError, UnsupportedConversationError
 from ._grammar import GrammarSpec, load_grammar, read_header
 from ._ir import STRUCTURAL, TOOL_CALL, Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
+from ._payloads import index_problems
 from ._reader import Reader
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._results import Completion, Diagnostic, Parsed, Span
@@ -236,6 +237,11 @@ class Format:
             losses.append(f"{role} content: {how}")
         for role in sorted(dropped_beside_calls):
             losses.append(f"{role} content beside tool calls: not written (it reads back empty)")
+        if c.payloads.call_ids == "index":
+            losses.append(
+                "tool call ids: the template writes each call's running index instead (they read back as "
+                "'0', '1'...), and a result's tool_call_id as the index of its call (empty for none)"
+            )
         if c.merge_sep is not None:
             where = "last" if system == "merged-last-user" else "first"
             losses.append(
@@ -886,8 +892,35 @@ class Format:
         """A reading with its reasoning, tool calls and tool definitions folded into messages."""
         positioned = got if isinstance(got, Parsed) and got.spans is not None else None
         payloads = self._c.payloads
-        folded = collapse(got, payloads, positioned.spans if positioned is not None else None, text)
         diagnostics = list(got.diagnostics) if isinstance(got, Parsed) else []
+        if payloads.call_ids == "index":
+            wrong = index_problems([m.role for m in got], [m.content for m in got])
+            if wrong and positioned is None:  # said where they stand: read again with positions
+                again = self._parse_flat(text, strict, True, options)
+                assert isinstance(again, Parsed)
+                positioned = got = again
+            for k, what in wrong:
+                assert positioned is not None and positioned.spans is not None
+                at = positioned.spans[k]
+                if strict:
+                    raise ParseError(
+                        f"{what} ({self.name} writes the running index of each tool call as its id)",
+                        text=text,
+                        pos=at.content_start,
+                        format=self.name,
+                    )
+                diagnostics.append(
+                    Diagnostic.at(
+                        text,
+                        "call-index",
+                        what,
+                        f"{self.name} writes each tool call's running index as its id, and a result's as the index "
+                        "of its call: this text renders back with those numbers",
+                        at.content_start,
+                        at.content_end,
+                    )
+                )
+        folded = collapse(got, payloads, positioned.spans if positioned is not None else None, text)
         if positioned is None and folded.problems:
             # Payloads that are not JSON as the template writes it are reported where they stand:
             # read again with positions.

@@ -29,7 +29,7 @@ from lark.load_grammar import GrammarBuilder, _literal_to_pattern
 
 from ._errors import GrammarError
 from ._ir import STRUCTURAL, Alt, Cond, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
-from ._payloads import ARGS_MODES, DEFS_MODES
+from ._payloads import ARGS_MODES, CALL_IDS, DEFS_MODES, def_fields
 
 __all__ = ["HEADER_KEYS", "GrammarSpec", "load_grammar", "read_header"]
 
@@ -66,13 +66,18 @@ HEADER_KEYS: dict[str, str] = {
     "answer, where the template writes answers as they are: parse_completion reads it as reasoning_content",
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
     "(a string as it is, a value as JSON) or text (the template concatenates them: text only, read back as text)",
-    "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson) or json-indent4",
+    "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson), json-indent4, "
+    'function (its function object), or fields and the fields the template writes of its function object: "name" '
+    "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant)",
     "call-type": "the terminal holding the type the template writes for each tool call (the grammar writes it as "
     "that literal): a call of another type, or of none, is refused",
     "calls-content": "how the template is given an answer that only calls tools: empty (the default: content '') "
     "or none (content None, OpenAI's shape); chatgrammar's empty content stands for it",
     "id-length": "the length the template requires of tool call ids (and of a tool result's tool_call_id)",
     "id-error": "the template's reason when a call id is missing or not of that length",
+    "call-ids": "given (the default: the template writes the caller's ids) or index: it writes each tool call's "
+    "running index in the conversation as its id, and a result's tool_call_id as the index of the call with that id; "
+    "they read back as those numbers, and a text whose numbers are not so does not parse",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
     "description": "one line saying what the format is",
@@ -162,8 +167,8 @@ _CHOICES = {
     "generation": ("on-request", "always"),
     "generation-elsewhere": ("refused", "nothing"),
     "tool-args": ARGS_MODES,
-    "tool-defs": DEFS_MODES,
     "calls-content": ("empty", "none"),
+    "call-ids": CALL_IDS,
 }
 
 
@@ -211,6 +216,11 @@ def _header_value(key: str, value: str) -> Any:
         if how == "join" and re.fullmatch(r"_?[A-Z][A-Z0-9_]*", sep.strip()):
             return ("join", sep.strip())
         raise ValueError("write last, or join and the separator's terminal: join _BLANK")
+    if key == "tool-defs":
+        mode, _, fields = value.partition(" ")
+        if mode not in DEFS_MODES or (mode == "fields") != bool(fields.strip()):
+            raise ValueError(f"{value!r} is not one of {', '.join(DEFS_MODES)} (fields with its fields)")
+        return (mode, def_fields(fields) if fields.strip() else ())
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ValueError(f"{value!r} is not one of {', '.join(_CHOICES[key])}")
     return value

@@ -28,6 +28,7 @@ from ._errors import GrammarError
 from ._ir import UNWRITTEN, Alt, Gen, Lit, Msg, Node, Opt, Seq, Slot, Star
 
 __all__ = [
+    "INDEX",
     "JSON_OBJECT",
     "json_object",
     "partial",
@@ -168,6 +169,10 @@ def _stop_strings(pos: Positions, p: int, cores: list[str], origin: str, slot: S
             ends.append(acc)
         if len(acc) < _MAX_STOP:
             stack.extend((r, acc) for r in reversed(pos.follow[q]))
+        elif pos.follow[q]:
+            # So long a run of literals ends the slot as surely as a token would (Command R7B's
+            # list of tools, then its default preamble): content holding it is refused.
+            stops.append(acc)
     return list(dict.fromkeys(stops)), list(dict.fromkeys(ends))
 
 
@@ -392,6 +397,7 @@ def slot_pattern(rules: SlotRules, transform: str | None, length: int | None = N
 
 
 JSON_OBJECT = (r"(?=\{)", r"(?<=\})")  # around a slot's pattern: it reads a JSON object's text
+INDEX = r"(?:0|[1-9][0-9]*)"  # a number as str(int) writes it: the running index of a tool call
 
 
 def json_object(pattern: str) -> str:

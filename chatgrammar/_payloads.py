@@ -8,12 +8,24 @@ slot as text. The grammar's header says how its template writes them:
   shape where arguments are JSON text); ``text`` (the template concatenates the arguments
   and takes text only, raising on a value: a value is refused, and arguments read back as
   the text written, reported when it is not JSON: DeepSeek V3).
-* ``tool-defs``: ``json`` (``tool | tojson``), ``json-indent4`` (``tool | tojson(indent=4)``) or
+* ``tool-defs``: ``json`` (``tool | tojson``), ``json-indent4`` (``tool | tojson(indent=4)``),
   ``function`` (the definition's ``function`` object, for a grammar that writes the list's
-  ``{"type": "function", "function": ...}`` around it: Mistral's ``tools | tojson``).
+  ``{"type": "function", "function": ...}`` around it: Mistral's ``tools | tojson``), or
+  ``fields`` and a list of them (``fields "name" "description" parameters responses=null``):
+  the template writes an object of its own, field by field, from the definition's ``function``
+  object. A quoted field is the template's ``"{{ function.name }}"``: the text as it is between
+  quotes (empty when missing), so a text JSON would escape is refused (it could not be read
+  back), and one written empty reads back missing; a bare field is ``{{ function.parameters |
+  tojson }}`` (refused when missing: the template fails); ``key=JSON`` is a constant the
+  template writes whatever the definition holds (not read back). Cohere's Command R7B.
 * ``id-length``: the length a template requires of call ids (Mistral's 9); ``id-error`` its reason.
 * ``call-type``: the type a template writes for each call (DeepSeek's ``function``, a literal of
   the grammar): a call of another type, or with none, is refused.
+* ``call-ids``: ``index``: the template writes no id of the caller's, but each call's running
+  index among the conversation's calls (from 0), and a result's ``tool_call_id`` as the index of
+  the first call with that id (empty when no call has it). Rendering writes these numbers;
+  reading gives them back as the ids (a loss ``normalize`` shows), and a text whose numbers are
+  not so does not parse (``index_problems``).
 
 Reading back decodes the JSON. Text that is not JSON is kept as it is (and reported); JSON
 that is not written the way the template writes a value is its value (and reported in
@@ -24,15 +36,30 @@ written as it is, so a definition read back as text renders back the same.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._errors import RenderError, UnsupportedConversationError
+from ._ir import TOOL_CALL_ID, TOOL_RESULT_ID
 
-__all__ = ["ARGS_MODES", "DEFS_MODES", "JSON_DEFS", "NONCANONICAL", "Payloads", "tojson"]
+__all__ = [
+    "ARGS_MODES",
+    "CALL_IDS",
+    "DEFS_MODES",
+    "JSON_DEFS",
+    "NONCANONICAL",
+    "Field",
+    "Payloads",
+    "def_fields",
+    "index_problems",
+    "tojson",
+]
 
 ARGS_MODES = ("json", "raw-string", "text")
-DEFS_MODES = ("json", "json-indent4", "function")
+DEFS_MODES = ("json", "json-indent4", "function", "fields")
+CALL_IDS = ("given", "index")  # how call ids are written: as given, or as the running index
 JSON_DEFS = frozenset(DEFS_MODES)  # modes whose definitions read back as JSON objects
 NONCANONICAL = "noncanonical"  # a payload that is JSON, but not written as the template writes it
 
@@ -40,6 +67,37 @@ NONCANONICAL = "noncanonical"  # a payload that is JSON, but not written as the 
 def tojson(value: Any, indent: int | None = None) -> str:
     """JSON as Hugging Face's ``tojson`` filter writes it (``json.dumps``, non-ASCII kept)."""
     return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a definition written field by field (``tool-defs: fields ...``)."""
+
+    key: str
+    how: str  # "quoted" (a text between quotes, as it is), "json" (tojson), "const" (always ``value``)
+    value: Any = None  # the constant's value
+
+
+def def_fields(spec: str) -> tuple[Field, ...]:
+    """``"name" "description" parameters responses=null`` -> its fields; ValueError when malformed."""
+    out: list[Field] = []
+    for word in spec.split():
+        key, eq, const = word.partition("=")
+        quoted = len(key) > 2 and key[0] == key[-1] == '"'
+        key = key[1:-1] if quoted else key
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or (quoted and eq):
+            raise ValueError(f'{word!r} is not a field: write "key" (a text), key (JSON) or key=JSON (a constant)')
+        if eq:
+            try:
+                value = json.loads(const)
+            except ValueError:
+                raise ValueError(f"{word!r}: {const!r} is not JSON") from None
+            out.append(Field(key, "const", value))
+        else:
+            out.append(Field(key, "quoted" if quoted else "json"))
+    if not out or len({f.key for f in out}) != len(out):
+        raise ValueError("write the fields, each once, after fields")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -53,6 +111,8 @@ class Payloads:
     call_order: tuple[str, ...] = ("tool_call", "tool_args")  # the turns of a call, as the grammar writes them
     result_id_first: bool = False  # a result's id is written before it (else after it)
     call_type: str | None = None  # the type the template writes for each call, when it writes one
+    fields: tuple[Field, ...] = ()  # the fields of a definition, for defs == "fields"
+    call_ids: str = "given"  # "index": ids are written as the running index of the calls
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
@@ -79,10 +139,42 @@ class Payloads:
                     '{"type": "function", "function": {...}} (those two keys, in that order)'
                 )
             tool = tool["function"]
+        if self.defs == "fields":
+            tool = self._fielded(tool, k)
         try:
             return tojson(tool, 4 if self.defs == "json-indent4" else None)
         except (TypeError, ValueError) as e:
             raise RenderError(f"tool {k} is not JSON ({e})") from None
+
+    def _fielded(self, tool: Any, k: int) -> dict[str, Any]:
+        """The object the template writes for a definition, field by field (``fields``)."""
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping):
+            raise UnsupportedConversationError(
+                f'tool {k}: this template writes the fields of a definition\'s "function" object, '
+                f'and it has none: write it as {{"type": "function", "function": {{...}}}}'
+            )
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            if f.how == "const":
+                out[f.key] = f.value
+            elif f.how == "json":
+                if f.key not in fn:
+                    raise UnsupportedConversationError(
+                        f"tool {k} has no {f.key!r}, which its template writes as JSON (and fails without)"
+                    )
+                out[f.key] = fn[f.key]
+            else:
+                text = fn.get(f.key, "")
+                if not isinstance(text, str) or tojson(text)[1:-1] != text:
+                    what = "not a string" if not isinstance(text, str) else "holds characters JSON escapes"
+                    raise UnsupportedConversationError(
+                        f"tool {k}: its {f.key} {text!r} is {what}, and the template writes it as it is between "
+                        "quotes, which would not read back as JSON; give it a string with no quote, backslash "
+                        "or control character"
+                    )
+                out[f.key] = text
+        return out
 
     def id_text(self, value: Any, what: str, format: str) -> str:
         """A call id (or a result's tool_call_id) as the template requires it."""
@@ -119,7 +211,59 @@ class Payloads:
         value, problem = _decoded(raw, canonical, 4 if self.defs == "json-indent4" else None)
         if self.defs == "function" and not isinstance(problem, ValueError):
             value = {"type": "function", "function": value}
+        if self.defs == "fields" and not isinstance(problem, ValueError):
+            if (
+                not isinstance(value, dict)
+                or list(value) != [f.key for f in self.fields]
+                or any(
+                    (f.how == "quoted" and not isinstance(value[f.key], str))
+                    or (f.how == "const" and value[f.key] != f.value)
+                    for f in self.fields
+                )
+            ):
+                written = ", ".join(f.key if f.how != "const" else f"{f.key}={tojson(f.value)}" for f in self.fields)
+                return raw, ValueError(f"not the object the template writes ({written})")
+            fn = {f.key: value[f.key] for f in self.fields if f.how == "json" or (f.how == "quoted" and value[f.key])}
+            value = {"type": "function", "function": fn}
         return value, problem
+
+
+def index_problems(roles: Sequence[str], contents: Sequence[str]) -> list[tuple[int, str]]:
+    """Where ids written as running indexes (``call-ids: index``) are not what a render writes.
+
+    Turns are given flat (a call's id, a result's id, the results around them): each call id
+    must be the running index of its call; each result's id the index of a call of the
+    conversation, or empty; and no turn of results may begin with an id that a result after
+    the first of an earlier turn had, since the template skips such a result (it keeps the ids
+    of those results, to skip them when it reaches them). Each problem: (turn, what is wrong).
+    """
+    problems: list[tuple[int, str]] = []
+    calls = sum(1 for r in roles if r == TOOL_CALL_ID)
+    n = 0
+    seen: set[str] = set()  # the ids of the results after the first of their turn
+    first = True  # the next result id begins a turn of results
+    for k, (role, text) in enumerate(zip(roles, contents, strict=True)):
+        if role == TOOL_CALL_ID:
+            if text != str(n):
+                problems.append((k, f"call id {text!r} where the template writes the running index {str(n)!r}"))
+            n += 1
+        elif role == TOOL_RESULT_ID:
+            if text and int(text) >= calls:
+                problems.append((k, f"result id {text!r}, but the text has {calls} tool call(s), indexed from 0"))
+            elif first and text in seen:
+                problems.append(
+                    (
+                        k,
+                        f"result id {text!r} begins a turn of results, and an earlier turn has it after its first "
+                        "result: the template skips such a result",
+                    )
+                )
+            elif not first:
+                seen.add(text)
+            first = False
+        elif role != "tool":
+            first = True
+    return problems
 
 
 def _decoded(raw: str, canonical: bool, indent: int | None) -> tuple[Any, ValueError | str | None]:

@@ -17,6 +17,7 @@ This module is the bridge to the shapes ``apply_chat_template`` takes:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from ._errors import RenderError, UnsupportedConversationError
 from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID
 from ._message import _EXTRAS, Message, make_message
-from ._payloads import NONCANONICAL, Payloads
+from ._payloads import NONCANONICAL, Payloads, index_problems
 from ._results import Diagnostic, Span
 
 __all__ = ["CALL_PARTS", "Expanded", "collapse", "expand", "has_structure"]
@@ -32,6 +33,7 @@ __all__ = ["CALL_PARTS", "Expanded", "collapse", "expand", "has_structure"]
 ASSISTANT = "assistant"
 CALL_PARTS = (TOOL_CALL, TOOL_ARGS, TOOL_CALL_ID)  # the turns of one tool call, in any order
 _KEYS = frozenset(("role", "content", "complete", *_EXTRAS))
+_MISSING = object()  # an id not given
 
 
 def has_structure(messages: Sequence[Any]) -> bool:
@@ -119,8 +121,14 @@ def expand(
     """
     out = Expanded()
     open_index = -1
-    for i, m in enumerate(messages):
-        role, content, complete, extras = _read(m, i)
+    read = [_read(m, i) for i, m in enumerate(messages)]
+    indexed = payloads.call_ids == "index"
+    # Where the template writes each call's running index as its id: every call's own id, in order
+    # (a missing one is Jinja's undefined, which equals the missing tool_call_id of a result, not None).
+    calls_given = [c for r in read for c in r[3].get("tool_calls") or ()]
+    call_ids = [c.get("id", _MISSING) if isinstance(c, Mapping) else _MISSING for c in calls_given]
+    calls_before = 0
+    for i, (role, content, complete, extras) in enumerate(read):
         if role in STRUCTURAL:
             raise RenderError(
                 f"message {i} has role {role!r}, which chatgrammar keeps for the parts of a message; "
@@ -149,7 +157,11 @@ def expand(
             out.origin.append(i)
         result_id = TOOL_RESULT_ID in written and role == "tool"
         if result_id:  # the template writes a result with the id of its call, before or after it
-            rid = payloads.id_text(extras.get("tool_call_id"), "a tool result's tool_call_id", name)
+            given = extras.get("tool_call_id", _MISSING)
+            if indexed:  # the index of the first call with that id (a missing one matches a call with none)
+                rid = next((str(k) for k, cid in enumerate(call_ids) if cid == given), "")
+            else:
+                rid = payloads.id_text(extras.get("tool_call_id"), "a tool result's tool_call_id", name)
             if payloads.result_id_first:
                 out.roles.append(TOOL_RESULT_ID)
                 out.contents.append(rid)
@@ -171,19 +183,34 @@ def expand(
                 try:
                     payloads.type_check(call, f"tool call {k}", name)
                     parts = {TOOL_CALL: fname, TOOL_ARGS: payloads.args_text(args, f"tool call {k}")}
-                    if TOOL_CALL_ID in written:  # the template writes the call's id
+                    if TOOL_CALL_ID in written and indexed:  # the template writes the call's running index
+                        parts[TOOL_CALL_ID] = str(calls_before + k)
+                    elif TOOL_CALL_ID in written:  # the template writes the call's id
                         parts[TOOL_CALL_ID] = payloads.id_text(call.get("id"), f"the id of tool call {k}", name)
                 except RenderError as e:
                     raise type(e)(f"message {i}: {e}", index=i, format=e.format or name) from None
                 out.roles += payloads.call_order
                 out.contents += [parts[r] for r in payloads.call_order]
                 out.origin += [i] * len(payloads.call_order)
+            calls_before += len(calls)
     if open_index != -1 and open_index != len(messages) - 1:
         raise RenderError(
             f"message {open_index} is open (complete=False) but is not the last message; "
             "only the final turn of a conversation can be left open",
             index=open_index,
         )
+    if indexed:
+        # Only the template's skipping of a result can be wrong here (see index_problems).
+        for k, _ in index_problems(out.roles, out.contents)[:1]:
+            i = out.origin[k]
+            raise UnsupportedConversationError(
+                f"message {i}: {name} writes a tool result's tool_call_id as the index of its call "
+                f"({out.contents[k]!r} here, empty for none), and its template skips a result that begins a turn "
+                "of results with an id that a result after the first of an earlier turn had; answer each call "
+                "once, with the id of that call",
+                index=i,
+                format=name,
+            )
     out.open_last = open_index != -1
     out.open_index = open_index
     if tools:
@@ -403,10 +430,12 @@ def _diagnostic(problem: ValueError | str, text: str, sp: Span, what: str, index
     at = sp.content_start + getattr(problem, "pos", 0)
     msg = getattr(problem, "msg", str(problem)).lower()
     msg = msg[:-3] + " here" if msg.endswith(" at") else msg  # json's "Unterminated string starting at"
+    # JSON, but not of the shape the template writes (tool-defs: fields) says so itself.
+    detail = f"not JSON ({msg})" if isinstance(problem, json.JSONDecodeError) else msg
     return Diagnostic.at(
         text,
         code,
-        f"{what}: not JSON ({msg}); kept as text",
+        f"{what}: {detail}; kept as text",
         "the raw text is kept where the value would be (function.arguments, .tools), and renders back as it is",
         at,
         sp.content_end,

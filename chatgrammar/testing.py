@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._compiler import ASSISTANT
-from ._errors import UnsupportedConversationError
+from ._errors import RenderError, UnsupportedConversationError
 from ._format import Format
 from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, Gen, Lit, Msg
 from ._message import Message
-from ._payloads import Payloads, tojson
+from ._payloads import Payloads, index_problems, tojson
 from ._registry import formats, get_format
 from ._render import READERS
 from ._structure import collapse
 
 try:
+    from hypothesis import reject
     from hypothesis import strategies as st
 except ImportError as e:  # pragma: no cover
     raise ImportError("chatgrammar.testing needs hypothesis: pip install 'chatgrammar[test]'") from e
@@ -153,6 +154,8 @@ def conversations(
             msgs.append(Message(role=role, content=draw(_structural_content(role, drawn, c.payloads))))
             can_open = shape.content.transform not in READERS and role not in STRUCTURAL
         state = t.target
+    if c.payloads.call_ids == "index":
+        msgs = _indexed(draw, msgs)
     if c.spec.header.get("system-at") == "last-user":
         # The automaton is in the order of the text; the caller puts the system message first.
         systems = [m for m in msgs if m.role == "system"]
@@ -213,13 +216,45 @@ def _structural_content(role: str, content: st.SearchStrategy[str], payloads: Pa
         args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(tojson)
         return st.one_of(args, content) if payloads.args != "json" else args
     if role == TOOL_DEF:
-        return _TOOL.map(lambda t: payloads.tool_text(t, 0))
+        return _TOOL.filter(lambda t: _writable(payloads, t)).map(lambda t: payloads.tool_text(t, 0))
     if role in (TOOL_CALL_ID, TOOL_RESULT_ID):
         n = payloads.id_length
         return st.text(
             alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=n or 1, max_size=n or 12
         )
     return content
+
+
+def _writable(payloads: Payloads, tool: Any) -> bool:
+    """Whether the template writes this definition so that it reads back (see ``tool-defs: fields``)."""
+    try:
+        payloads.tool_text(tool, 0)
+    except RenderError:
+        return False
+    return True
+
+
+def _indexed(draw: st.DrawFn, msgs: list[Message]) -> list[Message]:
+    """The ids of a format that writes running indexes (``call-ids: index``), as it writes them:
+    each call's its index; each result's that of some call, or none (empty), but never one the
+    template would skip."""
+    calls = sum(1 for m in msgs if m.role == TOOL_CALL_ID)
+    roles: list[str] = []
+    contents: list[str] = []
+    for m in msgs:
+        text = m.content
+        if m.role == TOOL_CALL_ID:
+            text = str(sum(1 for r in roles if r == TOOL_CALL_ID))
+        elif m.role == TOOL_RESULT_ID:
+            fine = [
+                t for t in [*(str(k) for k in range(calls)), ""] if not index_problems([*roles, m.role], [*contents, t])
+            ]
+            if not fine:
+                reject()
+            text = draw(st.sampled_from(fine))
+        roles.append(m.role)
+        contents.append(text)
+    return [m if m.content == t else m.model_copy(update={"content": t}) for m, t in zip(msgs, contents, strict=True)]
 
 
 def _distance_to_accept(f: Format) -> list[int | None]:

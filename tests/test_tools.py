@@ -117,6 +117,11 @@ def _taken(fmt: cg.Format, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _indexed(fmt: cg.Format) -> bool:
+    """Whether the template writes the calls' running indexes as their ids (Command R7B), not the caller's."""
+    return fmt._c.payloads.call_ids == "index"
+
+
 def _tools(fmt: cg.Format, *tools: Any) -> list[Any] | None:
     """The tools, for a format whose template writes them (DeepSeek-V3.1's writes none: refused)."""
     return list(tools) if "tool_def" in _roles(fmt) else None
@@ -170,9 +175,11 @@ def test_an_agent_conversation_reads_back(name: str) -> None:
     calls = [c for m in got if m.tool_calls for c in m.tool_calls]
     given = [c for m in agent if m.get("tool_calls") for c in m["tool_calls"]]
     assert [c["function"] for c in calls] == [c["function"] for c in given]
-    # What the template writes of the ids, the results' ids and names reads back as written.
+    # What the template writes of the ids, the results' ids and names reads back as written:
+    # the caller's ids, or the running indexes of the calls where the template writes those.
     written = {c.get("id") for c in calls} | {m.tool_call_id for m in got} | {m.name for m in got}
-    assert written <= {None} | {c["id"] for c in given} | {"get_weather", "get_time"}
+    ids = {str(k) for k in range(len(given))} if _indexed(fmt) else {c["id"] for c in given}
+    assert written <= {None} | ids | {"get_weather", "get_time"}
     results = [m.content for m in got if m.role in ("tool", fmt._header.get("role-alias", {}).get("tool"))]
     assert results == ['{"temp": 21}', '{"temp": 17}', "14:05"]
     assert fmt.render(got) == text  # the parsed messages bring their tools
@@ -339,13 +346,26 @@ def test_streamed_tool_calls(name: str, size: int) -> None:
     ends = [e for e in events if isinstance(e, cg.ToolCallEnd)]
     assert [e.index for e in ends] == list(range(n))
     # A format that writes the calls' ids gives them on their ends (and on their starts when written first).
-    ids = [f"call0000{k}" for k in range(n)] if "tool_call_id" in _roles(cg.get_format(name)) else [None] * n
+    fmt = cg.get_format(name)
+    ids = (
+        [str(k) if _indexed(fmt) else f"call0000{k}" for k in range(n)] if "tool_call_id" in _roles(fmt) else [None] * n
+    )
     assert [e.id for e in ends] == ids
     assert all(e.id in (None, ids[e.index]) for e in starts)
     # Each call's events come in order: start, its deltas, its end; the message ends last.
     order = [(type(e).__name__, getattr(e, "index", None)) for e in events if getattr(e, "message", None) == message]
     assert order[0] == ("ToolCallStart", 0) and order[-1] == ("ToolCallEnd", n - 1)
     assert events[-1] == cg.MessageEnd(message, True)
+
+
+# What a model writes where its template drops the thinking of an answer from the history, in the
+# format's own terminals: DeepSeek-R1 after the <think> its prompt opens, Command R7B in its turn.
+MODEL_THINKING = {
+    "deepseek-r1-distill": lambda t, thought, answer: thought + t["_THINK_END"] + answer,
+    "command-r7b": lambda t, thought, answer: (
+        t["_START_THINKING"] + thought + t["_END_THINKING"] + t["_START_RESPONSE"] + answer + t["_END_RESPONSE"]
+    ),
+}
 
 
 def _reasoned(name: str) -> tuple[str, str, dict[str, Any]]:
@@ -356,11 +376,12 @@ def _reasoned(name: str) -> tuple[str, str, dict[str, Any]]:
     prompt = fmt.render(user, add_generation_prompt=True, **options)
     answer = {"role": "assistant", "content": "Hello there.", "reasoning_content": "Greet <tool_call> them."}
     full = fmt.render([*user, answer], **options)
-    if full.startswith(prompt):
+    if full.startswith(prompt) and answer["reasoning_content"] in full:
         return prompt, full[len(prompt) :], options
-    # The history drops the thinking (DeepSeek-R1): the model writes it after the prefilled <think>.
-    end_of_thinking = fmt._c.spec.terminals["_THINK_END"]
-    return prompt, answer["reasoning_content"] + end_of_thinking + answer["content"] + (fmt.eos or ""), options
+    # The history drops the thinking: the model writes it in its own answer.
+    write = MODEL_THINKING[name]
+    completion = write(fmt._c.spec.terminals, answer["reasoning_content"], answer["content"]) + (fmt.eos or "")
+    return prompt, completion, options
 
 
 @pytest.mark.parametrize("name", WITH_REASONING)
@@ -624,3 +645,211 @@ def test_deepseek_r1_completion_thinks_then_calls(size: int) -> None:
     assert kinds.index("ReasoningDelta") < kinds.index("ToolCallStart") < kinds.index("ToolCallEnd")
     args = "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta))
     assert json.loads(args) == {"city": "Paris"}
+
+
+# Command R7B writes no id of the caller's: each call's running index in the conversation, and a
+# result's tool_call_id as the index of the call with that id (call-ids: index).
+COHERE = "command-r7b"
+TIME_TEXT = (
+    '{"name": "get_time", "description": "", "parameters": {"type": "object", "properties": {}}, "responses": null}'
+)
+
+
+def _cohere_agent() -> list[dict[str, Any]]:
+    return [
+        *AGENT[:6],
+        {"role": "assistant", "content": "", "tool_calls": [_call("get_time", {}, "call00004")]},
+        {"role": "tool", "content": "14:06", "tool_call_id": "call00004"},
+        *AGENT[6:],
+    ]
+
+
+def test_call_ids_are_written_as_running_indexes_and_read_back_as_them() -> None:
+    fmt = cg.get_format(COHERE)
+    agent = _cohere_agent()
+    text = fmt.render(agent, tools=[WEATHER, TIME])
+    assert text == reference.render(fmt, [cg.Message(**m) for m in agent], tools=[WEATHER, TIME])
+    assert '{"tool_call_id": "3", "tool_name": "get_time", "parameters": {}}' in text
+    assert '"tool_call_id": "3",\n        "results": {\n            "0": "14:06"' in text
+    got = fmt.parse(text)
+    assert [c["id"] for m in got if m.tool_calls for c in m.tool_calls] == ["0", "1", "2", "3"]
+    assert [m.tool_call_id for m in got if m.role == "tool"] == ["0", "1", "2", "3"]
+    assert got == fmt.normalize(agent, tools=[WEATHER, TIME])  # the loss of the ids, declared
+    assert fmt.render(got) == text
+
+
+def test_a_result_answering_no_call_is_written_with_an_empty_id() -> None:
+    fmt = cg.get_format(COHERE)
+    msgs = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "", "tool_calls": [_call("f", {}), _call("g", {}, "c2")]},
+        {"role": "tool", "content": "for the call with no id"},  # Jinja: undefined == undefined
+        {"role": "tool", "content": "for nothing", "tool_call_id": "c9"},
+    ]
+    text = fmt.render(msgs)
+    assert text == reference.render(fmt, [cg.Message(**m) for m in msgs])
+    assert [m.tool_call_id for m in fmt.parse(text) if m.role == "tool"] == ["0", ""]
+
+
+def test_a_result_the_template_skips_is_refused() -> None:
+    """The template keeps the ids of the results after the first of a turn, and skips a later result with one."""
+    fmt = cg.get_format(COHERE)
+    msgs = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "", "tool_calls": [_call("f", {}, "a"), _call("g", {}, "b")]},
+        {"role": "tool", "content": "one", "tool_call_id": "a"},
+        {"role": "tool", "content": "two", "tool_call_id": "b"},
+        {"role": "user", "content": "again?"},
+        {"role": "tool", "content": "three", "tool_call_id": "b"},
+    ]
+    assert "three" not in reference.render(fmt, [cg.Message(**m) for m in msgs])
+    with pytest.raises(cg.UnsupportedConversationError, match="skips a result") as e:
+        fmt.render(msgs)
+    assert e.value.index == 5
+    # The same id within one turn of results is written twice, and reads back so.
+    msgs[4:] = [{"role": "tool", "content": "three", "tool_call_id": "b"}]
+    text = fmt.render(msgs)
+    assert text == reference.render(fmt, [cg.Message(**m) for m in msgs])
+    assert [m.tool_call_id for m in fmt.parse(text) if m.role == "tool"] == ["0", "1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "what"),
+    [
+        ('"tool_call_id": "1", "tool_name"', '"tool_call_id": "2", "tool_name"', "call id '2' where"),
+        ('"tool_call_id": "1",\n', '"tool_call_id": "7",\n', "result id '7', but the text has 2"),
+    ],
+)
+def test_ids_that_are_not_the_running_indexes_do_not_parse(old: str, new: str, what: str) -> None:
+    fmt = cg.get_format(COHERE)
+    msgs = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "", "tool_calls": [_call("f", {}, "a"), _call("g", {}, "b")]},
+        {"role": "tool", "content": "one", "tool_call_id": "a"},
+        {"role": "tool", "content": "two", "tool_call_id": "b"},
+    ]
+    text = fmt.render(msgs).replace(old, new)
+    with pytest.raises(cg.ParseError, match=what) as e:
+        fmt.parse(text)
+    assert text[e.value.pos] == new.split('"')[3]  # at the number
+    got = fmt.parse(text, strict=False)
+    assert [d.code for d in got.diagnostics] == ["call-index"] and got.diagnostics[0].pos == e.value.pos
+    # A result skipped by the template, when the text has it, does not parse either.
+    skipped = fmt.render(
+        [*msgs, {"role": "user", "content": "y"}, {"role": "tool", "content": "0", "tool_call_id": "a"}]
+    )
+    with pytest.raises(cg.ParseError, match="skips such a result"):
+        fmt.parse(
+            skipped.replace(
+                '"tool_call_id": "0",\n        "results": {\n            "0": "0"',
+                '"tool_call_id": "1",\n        "results": {\n            "0": "0"',
+            )
+        )
+
+
+def test_tool_definitions_are_written_field_by_field() -> None:
+    """{"name": "NAME", "description": "DESC", "parameters": ..., "responses": null}, name and description unescaped."""
+    fmt = cg.get_format(COHERE)
+    user = [cg.Message(role="user", content="x")]
+    text = fmt.render(user, tools=[WEATHER, TIME])
+    assert text == reference.render(fmt, user, tools=[WEATHER, TIME])
+    assert (
+        '{"name": "get_time", "description": "", "parameters": {"type": "object", "properties": {}}, "responses": null}'
+        in text
+    )
+    assert fmt.parse(text).tools == [WEATHER, TIME]  # an empty description reads back as none
+    # What tojson would escape, the template writes as it is: it would not read back as JSON.
+    quoted = {"type": "function", "function": {**WEATHER["function"], "description": 'Say "hi"'}}
+    assert '"description": "Say "hi""' in reference.render(fmt, user, tools=[quoted])
+    with pytest.raises(cg.UnsupportedConversationError, match="holds characters JSON escapes"):
+        fmt.render(user, tools=[quoted])
+    # Without parameters the template fails (tojson of undefined); so does chatgrammar.
+    bare = {"type": "function", "function": {"name": "f"}}
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(fmt, user, tools=[bare])
+    with pytest.raises(cg.UnsupportedConversationError, match="no 'parameters'"):
+        fmt.render(user, tools=[bare])
+    # The type, other keys of the function and "responses" are not written: normalize shows it.
+    extra = {"type": "function", "function": {**TIME["function"], "strict": True, "responses": {"200": {}}}}
+    assert fmt.normalize(user, tools=[extra]).tools == [TIME]
+    # A definition that is JSON, but not the object the template writes, is kept as text and reported.
+    odd = text.replace('"responses": null}\n]', '"responses": {}}\n]')
+    got = fmt.parse(odd)
+    assert got.tools is not None and got.tools[1] == TIME_TEXT.replace("null", "{}")
+    assert [d.code for d in got.diagnostics] == ["invalid-tool"]
+    assert "not the object the template writes" in got.diagnostics[0].message
+    assert fmt.render(got) == odd
+
+
+def test_thinking_and_text_of_answers_as_the_template_writes_them() -> None:
+    fmt = cg.get_format(COHERE)
+    msgs = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "dropped", "reasoning_content": "plan", "tool_calls": [_call("f", {})]},
+        {"role": "tool", "content": "1"},
+        {"role": "assistant", "content": "", "tool_calls": [_call("f", {})]},  # an empty thinking block
+        {"role": "tool", "content": "2"},
+        {"role": "assistant", "content": "Done.", "reasoning_content": "not written"},
+    ]
+    for options in ({}, {"enable_thinking": True}, {"enable_citations": True}):
+        text = fmt.render(msgs, tools=[TIME], **options)
+        assert text == reference.render(fmt, [cg.Message(**m) for m in msgs], tools=[TIME], options=options)
+        assert fmt.options_in(text) == {"enable_thinking": False, "enable_citations": False, **options}
+    t = fmt._c.spec.terminals
+    assert t["_START_THINKING"] + "plan" + t["_END_THINKING"] in text
+    assert t["_START_THINKING"] + t["_END_THINKING"] + t["_START_ACTION"] in text
+    assert "dropped" not in text and "not written" not in text
+    got = fmt.parse(text)
+    assert got == fmt.normalize(msgs, tools=[TIME], enable_citations=True)
+    assert (got[1].content, got[1].reasoning_content, got[5].reasoning_content) == ("", "plan", None)
+
+
+@pytest.mark.parametrize("enable_thinking", [False, True])
+def test_completions_read_what_the_model_writes(enable_thinking: bool) -> None:
+    fmt = cg.get_format(COHERE)
+    t = fmt._c.spec.terminals
+    prompt = fmt.render([{"role": "user", "content": "x"}], tools=[WEATHER], enable_thinking=enable_thinking)
+    calls = '[\n    {"tool_call_id": "0", "tool_name": "get_weather", "parameters": {"city": "Par}\n]'
+    thought = t["_START_THINKING"] + "Look it up." + t["_END_THINKING"] if enable_thinking else ""
+    action = thought + t["_START_ACTION"] + calls + t["_END_ACTION"] + t["_EOT"]
+    got = fmt.parse_completion(action, prompt=prompt, enable_thinking=enable_thinking)
+    assert got.message == cg.Message(
+        role="assistant",
+        content="",
+        reasoning_content="Look it up." if enable_thinking else None,
+        tool_calls=[{"id": "0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Par'}}],
+    )
+    assert [d.code for d in got.diagnostics] == ["invalid-arguments"]
+    answer = thought + t["_START_RESPONSE"] + "Sunny." + t["_END_RESPONSE"] + t["_EOT"]
+    got = fmt.parse_completion(answer, prompt=prompt, enable_thinking=enable_thinking)
+    assert got.message == cg.Message(
+        role="assistant", content="Sunny.", reasoning_content="Look it up." if enable_thinking else None
+    )
+    assert not got.diagnostics
+    # Streamed in small pieces, the same (then the template opens the chatbot's turn again).
+    parser = cg.StreamParser(COHERE, enable_thinking=enable_thinking)
+    events: list[cg.Event] = parser.feed(prompt)
+    transcript = action + prompt[prompt.rindex(t["_EOT"]) + len(t["_EOT"]) :]
+    for k in range(0, len(transcript), 5):
+        events += parser.feed(transcript[k : k + 5])
+    events += parser.close()
+    assert "".join(e.text for e in events if isinstance(e, cg.ReasoningDelta)) == (
+        "Look it up." if enable_thinking else ""
+    )
+    assert [(e.index, e.name) for e in events if isinstance(e, cg.ToolCallStart)] == [(0, "get_weather")]
+    assert [e.id for e in events if isinstance(e, cg.ToolCallEnd)] == ["0"]
+    assert "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta)) == '{"city": "Par'
+
+
+def test_tool_calls_with_no_thinking_block_are_read() -> None:
+    """With enable_thinking, the model may skip its plan: its turn then opens with the calls."""
+    fmt = cg.get_format(COHERE)
+    t = fmt._c.spec.terminals
+    prompt = fmt.render([{"role": "user", "content": "x"}], tools=[TIME], enable_thinking=True)
+    calls = '[\n    {"tool_call_id": "0", "tool_name": "get_time", "parameters": {}}\n]'
+    completion = t["_START_ACTION"] + calls + t["_END_ACTION"] + t["_EOT"]
+    got = fmt.parse_completion(completion, prompt=prompt, enable_thinking=True)
+    assert got.message is not None and got.message.tool_calls == [
+        {"id": "0", "type": "function", "function": {"name": "get_time", "arguments": {}}}
+    ]
+    assert not got.diagnostics
