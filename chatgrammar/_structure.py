@@ -182,7 +182,13 @@ def expand(
                 fname, args = _call(call, i, k)
                 try:
                     payloads.type_check(call, f"tool call {k}", name)
-                    parts = {TOOL_CALL: fname, TOOL_ARGS: payloads.args_text(args, f"tool call {k}")}
+                    if not complete and k == len(calls) - 1 and isinstance(args, str):
+                        # The arguments of an open turn's last call are the text written so far (as
+                        # reading an open turn gives them): written as they are.
+                        args_text = args
+                    else:
+                        args_text = payloads.args_text(args, f"tool call {k}")
+                    parts = {TOOL_CALL: fname, TOOL_ARGS: args_text}
                     if TOOL_CALL_ID in written and indexed:  # the template writes the call's running index
                         parts[TOOL_CALL_ID] = str(calls_before + k)
                     elif TOOL_CALL_ID in written:  # the template writes the call's id
@@ -436,7 +442,8 @@ def _diagnostic(problem: ValueError | str, text: str, sp: Span, what: str, index
         text,
         code,
         f"{what}: {detail}; kept as text",
-        "the raw text is kept where the value would be (function.arguments, .tools), and renders back as it is",
+        "the raw text is kept where the value would be (function.arguments, .tools); "
+        "render writes it as the template writes a string there",
         at,
         sp.content_end,
         index,
