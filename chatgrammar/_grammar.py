@@ -66,13 +66,23 @@ HEADER_KEYS: dict[str, str] = {
     "answer, where the template writes answers as they are: parse_completion reads it as reasoning_content",
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
     "(a string as it is, a value as JSON) or text (the template takes text only; a value is written as JSON)",
-    "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson) or json-indent4",
+    "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson), json-indent4, "
+    "function (the function object of each) or typescript-harmony (OpenAI harmony's TypeScript-like type: it "
+    "reads back as its text)",
     "id-length": "the length the template requires of tool call ids (and of a tool result's tool_call_id)",
     "id-error": "the template's reason when a call id is missing or not of that length",
+    "calls-content": "reasoning: the template writes the content of an answer with tool calls where its thinking "
+    "goes (it reads back as reasoning_content)",
+    "calls-content-error": "the template's reason when an answer with tool calls has both content and reasoning",
+    "result-error": "the template's reason when a tool result has no tool call before it (since the last answer "
+    "without calls) whose name it writes",
+    "reasoning-field": "the message key the template reads an assistant's thinking from, when not reasoning_content "
+    "(render takes it as another name of reasoning_content; the tests pass reasoning_content to the template so)",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
     "description": "one line saying what the format is",
 }
+_MESSAGE_KEYS = ("role", "content", "complete", "reasoning_content", "tool_calls", "tool_call_id", "name")
 _LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at"}
 _PLACES = ("after-system", "first", "before-last-user")
 _HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
@@ -158,6 +168,7 @@ _CHOICES = {
     "generation-elsewhere": ("refused", "nothing"),
     "tool-args": ARGS_MODES,
     "tool-defs": DEFS_MODES,
+    "calls-content": ("reasoning",),
 }
 
 
@@ -205,6 +216,8 @@ def _header_value(key: str, value: str) -> Any:
         if how == "join" and re.fullmatch(r"_?[A-Z][A-Z0-9_]*", sep.strip()):
             return ("join", sep.strip())
         raise ValueError("write last, or join and the separator's terminal: join _BLANK")
+    if key == "reasoning-field" and (not re.fullmatch(r"[a-z_][a-z0-9_]*", value) or value in _MESSAGE_KEYS):
+        raise ValueError(f"{value!r} is not a message key of its own (a lowercase name: thinking)")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ValueError(f"{value!r} is not one of {', '.join(_CHOICES[key])}")
     return value

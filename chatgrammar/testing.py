@@ -17,7 +17,19 @@ from typing import Any
 from ._compiler import ASSISTANT
 from ._errors import UnsupportedConversationError
 from ._format import Format
-from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, Gen, Lit, Msg
+from ._ir import (
+    REASONING,
+    STRUCTURAL,
+    TOOL_ARGS,
+    TOOL_CALL,
+    TOOL_CALL_ID,
+    TOOL_DEF,
+    TOOL_RESULT_ID,
+    TOOL_RESULT_NAME,
+    Gen,
+    Lit,
+    Msg,
+)
 from ._message import Message
 from ._payloads import Payloads
 from ._registry import formats, get_format
@@ -132,6 +144,7 @@ def conversations(
     }
     distance = _distance_to_accept(f)
     state, msgs = 0, list[Message]()
+    drawn: dict[str, Any] = {}  # the tool definitions drawn, by the text they are written as
     can_open = True
     while True:
         steps = [t for t in dfa.transitions[state] if not isinstance(t.atom, Gen) and distance[t.target] is not None]
@@ -148,7 +161,17 @@ def conversations(
         elif isinstance(t.atom, Msg):
             shape = c.shapes[t.atom.rule]
             role = shape.role or draw(st.sampled_from([r for r in generic_roles[state] if not planner.refused(r)]))
-            msgs.append(Message(role=role, content=draw(_structural_content(role, content, c.payloads))))
+            if role == TOOL_RESULT_NAME:  # the name of the call it answers: the last one
+                text = next(m.content for m in reversed(msgs) if m.role == TOOL_CALL)
+            elif role == TOOL_DEF:
+                tool = draw(_TOOL)
+                text = c.payloads.tool_text(tool, 0)
+                drawn[text] = tool
+            elif c.payloads.calls_content and shape.content.transform == "drop" and msgs and msgs[-1].role == REASONING:
+                text = ""  # the content beside calls is written as the reasoning: not both
+            else:
+                text = draw(_structural_content(role, content, c.payloads))
+            msgs.append(Message(role=role, content=text))
             can_open = shape.content.transform not in READERS and role not in STRUCTURAL
         state = t.target
     if c.spec.header.get("system-at") == "last-user":
@@ -158,7 +181,9 @@ def conversations(
     tools: list[Any] | None = None
     if c.structural:  # the turns of reasoning, calls and tool definitions, folded as render takes them
         folded = collapse(msgs, c.payloads)
-        msgs, tools = folded.messages, folded.tools
+        msgs = folded.messages
+        # The definitions as drawn (a definition written as TypeScript reads back as its text).
+        tools = [drawn.get(t, t) if isinstance(t, str) else t for t in folded.tools] if folded.tools else None
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
     options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
     if tools:
@@ -210,8 +235,6 @@ def _structural_content(role: str, content: st.SearchStrategy[str], payloads: Pa
     if role == TOOL_ARGS:
         args = st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(lambda a: payloads.args_text(a, ""))
         return st.one_of(args, content) if payloads.args != "json" else args
-    if role == TOOL_DEF:
-        return _TOOL.map(lambda t: payloads.tool_text(t, 0))
     if role in (TOOL_CALL_ID, TOOL_RESULT_ID):
         n = payloads.id_length
         return st.text(

@@ -32,6 +32,7 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
     ids: dict[tuple[int, int], str] = {}
     ended: dict[int, bool] = {}
     results: dict[int, str] = {}
+    names: dict[int, str] = {}  # a result's name (of the call it answers), where the format writes it
     for e in events:
         if isinstance(e, cg.MessageStart):
             assert e.index == len(roles), f"message {e.index} started out of order"
@@ -64,6 +65,8 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
             ended[e.index] = e.complete
             if e.tool_call_id is not None:
                 results[e.index] = e.tool_call_id
+            if e.name is not None:
+                names[e.index] = e.name
     assert sorted(ended) == sorted(roles), "a message started and never ended"
     out = []
     for i in sorted(roles):
@@ -76,6 +79,8 @@ def _assemble(events: list[cg.Event]) -> list[cg.Message]:
             ]
         if i in results:
             fields["tool_call_id"] = results[i]
+        if i in names:
+            fields["name"] = names[i]
         out.append(cg.Message(role=roles[i], content="".join(contents[i]), complete=ended[i], **fields))
     return out
 

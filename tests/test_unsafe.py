@@ -45,7 +45,11 @@ def spliced(draw: st.DrawFn, fmt: cg.Format) -> tuple[list[cg.Message], bool, in
 def test_spliced_delimiter_is_refused(name: str, data: st.DataObject) -> None:
     fmt = cg.get_format(name)
     msgs, gen, i, delim = data.draw(spliced(fmt))
-    if not any(delim in m.content for m in fmt.normalize(msgs, add_generation_prompt=gen)):
+    try:
+        normal = fmt.normalize(msgs, add_generation_prompt=gen)
+    except cg.UnsupportedConversationError:
+        reject()  # content spliced where the template takes none (gpt-oss: beside calls and thinking)
+    if not any(delim in m.content for m in normal):
         reject()  # the template writes nothing of that message (a declared drop): nothing to refuse
     with pytest.raises(cg.UnsafeContentError) as info:
         fmt.render(msgs, add_generation_prompt=gen)
