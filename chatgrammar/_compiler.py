@@ -96,6 +96,9 @@ class Shape:
     # its own, and only what follows it tells it apart (the answer before a tool call).
     ends_with_content: bool = False
     lead: str = ""  # the literal text it starts with
+    # Its turn may end a text open (cut after its content). A tool definition never does: render
+    # writes the definitions whole, only a message of the caller's is left open.
+    openable: bool = True
 
 
 @dataclass
@@ -157,19 +160,20 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         _check_message(msg, origin)
     gen_body = _generation(start, origin)
     found = _struct_marks(_messages(start), tokens)
-    marks = sorted({text for text, _, _, _ in found})
     anywhere: dict[int, list[str]] = {}
     at_start: dict[int, list[str]] = {}
     for m in _messages(start):
         if m.role not in ("system", "user", ASSISTANT):
             continue  # only the turns of these roles could spell a structure instead
         for s in walk(m.body):
-            if isinstance(s, Slot) and s.field == "content":
+            if isinstance(s, Slot) and s.field == "content" and s.transform != "drop":  # (a dropped one reads nothing)
                 opener = _opener(m.body, s, tokens)
                 for text, answers_only, start_only, after in found:
                     # Text after another token than the content's own is never read as content.
                     if (not answers_only or m.role == ASSISTANT) and (None in (opener, after) or opener == after):
                         (at_start if start_only else anywhere).setdefault(id(s), []).append(text)
+    # The marks some content refuses: content holding one is read back before it is written.
+    marks = sorted({text for texts in (*anywhere.values(), *at_start.values()) for text in texts})
     # Flags a template takes out of the first system message never stand in what it writes.
     flags = [flag for _, _, flag in spec.header.get("option-flags", [])]
     for m in _messages(start) if flags else []:
@@ -756,6 +760,7 @@ def _shape(msg: Msg, origin: str) -> Shape:
         open_bare=not any(isinstance(p, str) and p for p in open_pieces),
         ends_with_content=_ends_with_content(msg.body, content),
         lead=_leading_text(msg.body),
+        openable=msg.role != TOOL_DEF,
     )
 
 
