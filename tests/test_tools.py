@@ -637,3 +637,49 @@ def test_gpt_oss_writes_tool_definitions_as_its_template_does(tool: Any) -> None
     except cg.UnsafeContentError:  # a blank line or a token inside the definition: it would not read back
         return
     assert ours == theirs, reference.first_difference(ours, theirs)
+
+
+# The calls harmony's documentation (openai/harmony, docs/format.md) shows the model writing, besides the
+# template's own form: the recipient after the channel, the content type after <|constrain|>, or none.
+HARMONY_CALLS = [
+    '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+    '<|channel|>commentary to=functions.get_weather<|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+    '<|channel|>commentary to=functions.get_weather json<|message|>{"city": "Paris"}<|call|>',
+    '<|channel|>commentary to=functions.get_weather<|message|>{"city": "Paris"}<|call|>',
+    ' to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+    ' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>',  # the template's
+]
+
+
+@pytest.mark.parametrize("call", HARMONY_CALLS)
+@pytest.mark.parametrize("thought", [False, True])
+def test_gpt_oss_reads_the_calls_harmony_documents(call: str, thought: bool) -> None:
+    prompt = GPT_OSS.render(
+        [{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER], add_generation_prompt=True
+    )
+    completion = ("<|channel|>analysis<|message|>Need the tool.<|end|><|start|>assistant" if thought else "") + call
+    expected = cg.Message(
+        role="assistant",
+        content="",
+        tool_calls=[_call("get_weather", {"city": "Paris"})],
+        reasoning_content="Need the tool." if thought else None,
+    )
+    got = GPT_OSS.parse_completion(completion, prompt=prompt)
+    assert (got.message, got.stop, got.diagnostics) == (expected, "<|call|>", [])
+    # Streamed, as the model writes it, in small chunks.
+    parser = cg.StreamParser(GPT_OSS)
+    events: list[cg.Event] = parser.feed(prompt)
+    for k in range(0, len(completion), 3):
+        events += parser.feed(completion[k : k + 3])
+    events += parser.close()
+    assert [(e.index, e.name) for e in events if isinstance(e, cg.ToolCallStart)] == [(0, "get_weather")]
+    args = "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta))
+    assert json.loads(args) == {"city": "Paris"}
+    thinking = "".join(e.text for e in events if isinstance(e, cg.ReasoningDelta))
+    assert thinking == (expected.reasoning_content or "")
+    # In a transcript, the call reads the same, and renders back as the template writes calls.
+    transcript = GPT_OSS.parse(prompt + completion)
+    assert transcript[-1] == expected
+    again = GPT_OSS.render(transcript)
+    assert GPT_OSS.parse(again) == transcript
+    assert again.endswith(HARMONY_CALLS[-1]) and (again == prompt + completion) == (call == HARMONY_CALLS[-1])
