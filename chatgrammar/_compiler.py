@@ -23,6 +23,7 @@ from ._ir import (
     TOOL_CALL_ID,
     TOOL_DEF,
     TOOL_RESULT_ID,
+    TOOL_RESULT_NAME,
     UNWRITTEN,
     Alt,
     Gen,
@@ -97,6 +98,9 @@ class Shape:
     # its own, and only what follows it tells it apart (the answer before a tool call).
     ends_with_content: bool = False
     lead: str = ""  # the literal text it starts with
+    # Its turn may end a text open (cut after its content). A tool definition never does: render
+    # writes the definitions whole, only a message of the caller's is left open.
+    openable: bool = True
 
 
 @dataclass
@@ -158,17 +162,20 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         _check_message(msg, origin)
     gen_body = _generation(start, origin)
     found = _struct_marks(_messages(start), tokens)
-    marks = sorted({text for text, _, _ in found})
     anywhere: dict[int, list[str]] = {}
     at_start: dict[int, list[str]] = {}
     for m in _messages(start):
         if m.role not in ("system", "user", ASSISTANT):
             continue  # only the turns of these roles could spell a structure instead
         for s in walk(m.body):
-            if isinstance(s, Slot) and s.field == "content":
-                for text, answers_only, start_only in found:
-                    if not answers_only or m.role == ASSISTANT:
+            if isinstance(s, Slot) and s.field == "content" and s.transform != "drop":  # (a dropped one reads nothing)
+                opener = _opener(m.body, s, tokens)
+                for text, answers_only, start_only, after in found:
+                    # Text after another token than the content's own is never read as content.
+                    if (not answers_only or m.role == ASSISTANT) and (None in (opener, after) or opener == after):
                         (at_start if start_only else anywhere).setdefault(id(s), []).append(text)
+    # The marks some content refuses: content holding one is read back before it is written.
+    marks = sorted({text for texts in (*anywhere.values(), *at_start.values()) for text in texts})
     # Flags a template takes out of the first system message never stand in what it writes.
     flags = [flag for _, _, flag in spec.header.get("option-flags", [])]
     for m in _messages(start) if flags else []:
@@ -192,6 +199,9 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         call_type=spec.terminals[spec.header["call-type"]] if spec.header.get("call-type") else None,
         fields=fields,
         call_ids=spec.header.get("call-ids", "given"),
+        result_error=spec.header.get("result-error"),
+        beside_calls=spec.header.get("beside-calls"),
+        beside_calls_error=spec.header.get("beside-calls-error"),
     )
     if payloads.defs in JSON_DEFS:
         _json_shaped(start, TOOL_DEF, rules)
@@ -213,6 +223,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         payloads,
         call_order=_call_order(dfa, origin),
         result_id_first=_precedes(dfa, shapes, TOOL_RESULT_ID, "tool"),
+        result_name_first=_precedes(dfa, shapes, TOOL_RESULT_NAME, "tool"),
     )
     lead_checks = _refuse_bare_structures(start, parse_dfa, shapes, rules, origin)
     for key, checks in _refuse_longer_siblings(start, shapes, rules, origin).items():
@@ -270,7 +281,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     )
 
 
-def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, bool, bool]]:
+def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, bool, bool, str | None]]:
     """The literals that open a structure, which plain content must not spell.
 
     For each structural turn, each other shape of a role and each tool result: its first
@@ -278,7 +289,10 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, boo
     nor only whitespace); a call's arguments only continue a call. Each comes with where it is
     refused: ``answers_only``, for an answer's parts (reasoning, calls: only a plain answer
     could be read instead); ``start_only``, when the answer a call belongs to writes no text
-    before it (Llama 3.1 drops it), so only a plain answer beginning so is read instead.
+    before it (Llama 3.1 drops it), so only a plain answer beginning so is read instead; and
+    the token it follows in its turn (None: none), since content that follows another token
+    cannot spell it (harmony's ``<|start|>assistant to=functions.`` after ``<|start|>``, where
+    every content follows ``<|message|>``).
     """
     if not any(m.role in STRUCTURAL for m in messages):
         return []
@@ -297,7 +311,7 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, boo
         and any(isinstance(s, Slot) and s.field == "content" and s.transform not in UNWRITTEN for s in walk(m.body))
         for m in messages
     )
-    marks: list[tuple[str, bool, bool]] = []
+    marks: list[tuple[str, bool, bool, str | None]] = []
     for m in messages:
         if m.role == TOOL_ARGS or not (m.rule != m.role or m.role in STRUCTURAL or m.role == "tool"):
             continue
@@ -305,9 +319,22 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, boo
             if lit.text.strip() and lit.text not in plain and not any(t in lit.text for t in tokens):
                 part = m.role in (TOOL_CALL, REASONING) or (m.role == ASSISTANT and m.rule != m.role)
                 first = isinstance(m.body, Seq) and m.body.items and m.body.items[0] is lit
-                marks.append((lit.text, part, part and m.role == TOOL_CALL and not answered and bool(first)))
+                start_only = part and m.role == TOOL_CALL and not answered and bool(first)
+                marks.append((lit.text, part, start_only, _opener(m.body, lit, tokens)))
                 break
     return list(dict.fromkeys(marks))
+
+
+def _opener(body: Node, target: Node, tokens: list[str]) -> str | None:
+    """The token last written before ``target`` in a message's body (None: no token before it)."""
+    last: str | None = None
+    for n in walk(body):
+        if n is target:
+            return last
+        if isinstance(n, Lit):
+            found = [(n.text.rfind(t) + len(t), t) for t in tokens if t in n.text]
+            last = max(found)[1] if found else last
+    return last
 
 
 def _json_shaped(start: Node, role: str, rules: dict[int, SlotRules]) -> None:
@@ -750,6 +777,7 @@ def _shape(msg: Msg, origin: str) -> Shape:
         open_bare=not any(isinstance(p, str) and p for p in open_pieces),
         ends_with_content=_ends_with_content(msg.body, content),
         lead=_leading_text(msg.body),
+        openable=msg.role != TOOL_DEF,
     )
 
 

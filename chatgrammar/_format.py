@@ -13,15 +13,15 @@ from typing import Any, Literal, overload
 from ._compiler import ASSISTANT, Compiled, compile_spec
 from ._errors import ChatGrammarError, ParseError, RenderError, UnsafeContentError, UnsupportedConversationError
 from ._grammar import GrammarSpec, load_grammar, read_header
-from ._ir import STRUCTURAL, TOOL_CALL, Msg
+from ._ir import STRUCTURAL, TOOL_CALL, TOOL_DEF, TOOL_RESULT_NAME, Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
-from ._payloads import index_problems
+from ._payloads import JSON_DEFS, index_problems
 from ._reader import Reader
 from ._render import READERS, ROLE_TRANSFORMS, Plan, Planner
 from ._results import Completion, Diagnostic, Parsed, Span
 from ._scanner import Scanner
-from ._structure import CALL_PARTS, collapse, expand, has_structure
+from ._structure import CALL_PARTS, MISNAMED, collapse, expand, has_structure
 
 __all__ = ["Format", "RolePolicy"]
 
@@ -91,6 +91,7 @@ class Format:
         self._fast_ok = header.get("default-system-if") != "not-first-or-empty"
         self._gather: tuple[str, str | None] | None = header.get("system-gather")
         self._option_flags: list[tuple[str, Any, str]] = header.get("option-flags", [])
+        self._reasoning_field: str | None = header.get("reasoning-field")
 
     # -- metadata --------------------------------------------------------------
 
@@ -235,8 +236,19 @@ class Format:
         for role, trims in sorted(by_role.items()):
             how = " or ".join(sorted(trims)) + (" (depending on the turn's position)" if len(trims) > 1 else "")
             losses.append(f"{role} content: {how}")
-        for role in sorted(dropped_beside_calls):
-            losses.append(f"{role} content beside tool calls: not written (it reads back empty)")
+        if c.payloads.defs not in JSON_DEFS and any(shape.role == TOOL_DEF for shape in c.shapes.values()):
+            losses.append(
+                f"tool definitions: written as {c.payloads.defs}, which does not say which JSON schema it came "
+                "from: each reads back as its text (in .tools), which renders back the same"
+            )
+        if c.payloads.beside_calls is not None:
+            losses.append(
+                f"{ASSISTANT} content beside tool calls: written as its {c.payloads.beside_calls} (it reads back as "
+                "reasoning_content)"
+            )
+        else:
+            for role in sorted(dropped_beside_calls):
+                losses.append(f"{role} content beside tool calls: not written (it reads back empty)")
         if c.payloads.call_ids == "index":
             losses.append(
                 "tool call ids: the template writes each call's running index instead (they read back as "
@@ -561,17 +573,21 @@ class Format:
         tools: Sequence[Any] | None = None,
     ) -> _Rendering:
         msgs = messages if isinstance(messages, list) else list(messages)
+        if self._reasoning_field is not None:
+            msgs = _reasoning_named(msgs, self._reasoning_field)
         if tools is None and not has_structure(msgs):
             roles, contents, open_last = read_messages(msgs)
-            if self._structural_roles() and not _plain(roles):
-                i = next(k for k, role in enumerate(roles) if role in STRUCTURAL)
-                raise RenderError(
-                    f"message {i} has role {roles[i]!r}, which chatgrammar keeps for the parts of a message; "
-                    "write reasoning as 'reasoning_content' and calls as 'tool_calls' of an assistant message",
-                    index=i,
-                    format=self.name,
-                )
-            return self._prepare_flat(variant, roles, contents, open_last, gen, date)
+            # A result written with the name of the call it answers is written with structure, below.
+            if "tool" not in roles or TOOL_RESULT_NAME not in self._structural_roles():
+                if self._structural_roles() and not _plain(roles):
+                    i = next(k for k, role in enumerate(roles) if role in STRUCTURAL)
+                    raise RenderError(
+                        f"message {i} has role {roles[i]!r}, which chatgrammar keeps for the parts of a message; "
+                        "write reasoning as 'reasoning_content' and calls as 'tool_calls' of an assistant message",
+                        index=i,
+                        format=self.name,
+                    )
+                return self._prepare_flat(variant, roles, contents, open_last, gen, date)
         ex = expand(msgs, tools, self._structural_roles(), variant.compiled.payloads, self.name)
         first: RenderError | None = None
         for placed in ex.placements(self.name, self._header.get("tools-at", ["after-system"])):
@@ -928,6 +944,10 @@ class Format:
             assert isinstance(again, Parsed) and again.spans is not None
             folded = collapse(again, payloads, again.spans, text)
             folded.spans = None
+        if strict:  # a tool result named after another call than the one it answers: never written
+            for d in folded.diagnostics:
+                if d.code == MISNAMED:
+                    raise ParseError(d.message, text=text, pos=d.pos, format=self.name)
         diagnostics += folded.diagnostics
         return Parsed(folded.messages, folded.spans if spans else None, diagnostics, folded.tools)
 
@@ -1413,6 +1433,7 @@ _PARTS = {
     "tool_args": "the arguments of its tool call {}",
     "tool_call_id": "the id of its tool call {}",
     "tool_result_id": "its tool_call_id",
+    "tool_result_name": "its name",
 }
 
 
@@ -1442,6 +1463,28 @@ def _thinking_split(m: Message, opening: str, closing: str) -> Message:
         return m
     thought, closed, answer = m.content[len(opening) :].partition(closing)
     return m.model_copy(update={"content": answer if closed else "", "reasoning_content": thought})
+
+
+def _reasoning_named(msgs: list[Any], key: str) -> list[Any]:
+    """The messages with the template's own name of the thinking (``reasoning-field``: gpt-oss's
+    ``thinking``) read as ``reasoning_content``; both, unless equal, are refused."""
+    if not any(isinstance(m, Mapping) and key in m for m in msgs):
+        return msgs
+    out: list[Any] = []
+    for i, m in enumerate(msgs):
+        if isinstance(m, Mapping) and key in m:
+            m = dict(m)
+            value = m.pop(key)
+            if m.get("reasoning_content") not in (None, value):
+                raise RenderError(
+                    f"message {i} has both 'reasoning_content' and {key!r} (another name of it), and they differ; "
+                    "give one of them",
+                    index=i,
+                )
+            if value is not None:
+                m["reasoning_content"] = value
+        out.append(m)
+    return out
 
 
 def _same(role: str) -> str:

@@ -67,7 +67,8 @@ HEADER_KEYS: dict[str, str] = {
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
     "(a string as it is, a value as JSON) or text (the template concatenates them: text only, read back as text)",
     "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson), json-indent4, "
-    'function (its function object), or fields and the fields the template writes of its function object: "name" '
+    "function (its function object), typescript-harmony (OpenAI harmony's TypeScript-like type: it reads back as "
+    'its text), or fields and the fields the template writes of its function object: "name" '
     "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant)",
     "call-type": "the terminal holding the type the template writes for each tool call (the grammar writes it as "
     "that literal): a call of another type, or of none, is refused",
@@ -78,10 +79,18 @@ HEADER_KEYS: dict[str, str] = {
     "call-ids": "given (the default: the template writes the caller's ids) or index: it writes each tool call's "
     "running index in the conversation as its id, and a result's tool_call_id as the index of the call with that id; "
     "they read back as those numbers, and a text whose numbers are not so does not parse",
+    "beside-calls": "reasoning: the template writes the content of an answer with tool calls where its thinking "
+    "goes (it reads back as reasoning_content)",
+    "beside-calls-error": "the template's reason when an answer with tool calls has both content and reasoning",
+    "result-error": "the template's reason when a tool result has no tool call before it (since the last answer "
+    "without calls) whose name it writes",
+    "reasoning-field": "the message key the template reads an assistant's thinking from, when not reasoning_content "
+    "(render takes it as another name of reasoning_content; the tests pass reasoning_content to the template so)",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
     "description": "one line saying what the format is",
 }
+_MESSAGE_KEYS = ("role", "content", "complete", "reasoning_content", "tool_calls", "tool_call_id", "name")
 _LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at"}
 _PLACES = ("after-system", "first", "before-last-user")
 _HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
@@ -169,6 +178,7 @@ _CHOICES = {
     "tool-args": ARGS_MODES,
     "calls-content": ("empty", "none"),
     "call-ids": CALL_IDS,
+    "beside-calls": ("reasoning",),
 }
 
 
@@ -221,6 +231,8 @@ def _header_value(key: str, value: str) -> Any:
         if mode not in DEFS_MODES or (mode == "fields") != bool(fields.strip()):
             raise ValueError(f"{value!r} is not one of {', '.join(DEFS_MODES)} (fields with its fields)")
         return (mode, def_fields(fields) if fields.strip() else ())
+    if key == "reasoning-field" and (not re.fullmatch(r"[a-z_][a-z0-9_]*", value) or value in _MESSAGE_KEYS):
+        raise ValueError(f"{value!r} is not a message key of its own (a lowercase name: thinking)")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ValueError(f"{value!r} is not one of {', '.join(_CHOICES[key])}")
     return value

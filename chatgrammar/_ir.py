@@ -23,7 +23,8 @@ TOOL_ARGS = "tool_args"  # that call's arguments, as JSON text
 TOOL_DEF = "tool_def"  # one tool definition (render's tools=...), as JSON text
 TOOL_CALL_ID = "tool_call_id"  # the id of the tool call it stands with (before or after its arguments)
 TOOL_RESULT_ID = "tool_result_id"  # the tool_call_id of the tool result it stands with (before or after it)
-STRUCTURAL = (REASONING, TOOL_CALL, TOOL_ARGS, TOOL_DEF, TOOL_CALL_ID, TOOL_RESULT_ID)
+TOOL_RESULT_NAME = "tool_result_name"  # the name of the tool call that result answers (its name), beside it
+STRUCTURAL = (REASONING, TOOL_CALL, TOOL_ARGS, TOOL_DEF, TOOL_CALL_ID, TOOL_RESULT_ID, TOOL_RESULT_NAME)
 # Content transforms whose content the template never writes: ``_drop{X}`` (dropped, a declared
 # loss) and ``_empty{X}`` (the template writes that shape only for a message with no content:
 # content there is refused).
@@ -39,6 +40,7 @@ __all__ = [
     "TOOL_CALL_ID",
     "TOOL_DEF",
     "TOOL_RESULT_ID",
+    "TOOL_RESULT_NAME",
     "UNWRITTEN",
     "read_only_removed",
     "Alt",

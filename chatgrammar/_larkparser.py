@@ -103,7 +103,12 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     finishes = dfa.finishing()
     callbacks: dict[str, Callable[..., Any]] = {}
     # The rules whose turn may be left open somewhere (it ends the document there).
-    may_open = {t.atom.rule for ts in dfa.transitions for t in ts if isinstance(t.atom, Msg) and finishes[t.target]}
+    may_open = {
+        t.atom.rule
+        for ts in dfa.transitions
+        for t in ts
+        if isinstance(t.atom, Msg) and finishes[t.target] and compiled.shapes[t.atom.rule].openable
+    }
     rule_of = {id(shape.content): rule for rule, shape in compiled.shapes.items()}
 
     def body(n: Node, unwrap: bool = False) -> str:
@@ -161,7 +166,7 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
                 )
             # An open turn ends the document; one with nothing after its content reads as the
             # complete turn (the same text), so it has no rule of its own.
-            if (s, atom.rule) not in seen_open and finishes[target] and shape.text_after_content:
+            if (s, atom.rule) not in seen_open and finishes[target] and shape.openable and shape.text_after_content:
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
         rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")

@@ -10,7 +10,11 @@ slot as text. The grammar's header says how its template writes them:
   the text written, reported when it is not JSON: DeepSeek V3).
 * ``tool-defs``: ``json`` (``tool | tojson``), ``json-indent4`` (``tool | tojson(indent=4)``),
   ``function`` (the definition's ``function`` object, for a grammar that writes the list's
-  ``{"type": "function", "function": ...}`` around it: Mistral's ``tools | tojson``), or
+  ``{"type": "function", "function": ...}`` around it: Mistral's ``tools | tojson``),
+  ``typescript-harmony`` (the definition as the TypeScript-like type that OpenAI's harmony
+  format writes, ``// description`` then ``type name = (_: {...}) => any;``, as gpt-oss's
+  template writes it with its ``render_tool_namespace`` macro; TypeScript does not say which
+  JSON schema it was written from: such a definition reads back as its text), or
   ``fields`` and a list of them (``fields "name" "description" parameters responses=null``):
   the template writes an object of its own, field by field, from the definition's ``function``
   object. A quoted field is the template's ``"{{ function.name }}"``: the text as it is between
@@ -26,11 +30,17 @@ slot as text. The grammar's header says how its template writes them:
   the first call with that id (empty when no call has it). Rendering writes these numbers;
   reading gives them back as the ids (a loss ``normalize`` shows), and a text whose numbers are
   not so does not parse (``index_problems``).
+* ``beside-calls``: ``reasoning`` (the template writes the content of an answer with tool calls
+  where its thinking goes: gpt-oss's analysis message; both given is refused, with the
+  template's reason ``beside-calls-error``).
+* ``result-error``: the template's reason when a tool result has no tool call before it to take
+  its name from (a grammar with ``tool_result_name`` turns: the name of the call a result
+  answers, the last call since the last answer without calls).
 
-Reading back decodes the JSON. Text that is not JSON is kept as it is (and reported); JSON
-that is not written the way the template writes a value is its value (and reported in
-transcripts, where the template wrote it). A definition given to ``render`` as text is
-written as it is, so a definition read back as text renders back the same.
+Reading back decodes the JSON (a TypeScript definition stays its text). Text that is not JSON
+is kept as it is (and reported); JSON that is not written the way the template writes a value
+is its value (and reported in transcripts, where the template wrote it). A definition given to
+``render`` as text is written as it is, so a definition read back as text renders back the same.
 """
 
 from __future__ import annotations
@@ -55,12 +65,13 @@ __all__ = [
     "def_fields",
     "index_problems",
     "tojson",
+    "typescript",
 ]
 
 ARGS_MODES = ("json", "raw-string", "text")
-DEFS_MODES = ("json", "json-indent4", "function", "fields")
+JSON_DEFS = frozenset(("json", "json-indent4", "function", "fields"))  # modes whose definitions read back as JSON
+DEFS_MODES = ("json", "json-indent4", "function", "fields", "typescript-harmony")
 CALL_IDS = ("given", "index")  # how call ids are written: as given, or as the running index
-JSON_DEFS = frozenset(DEFS_MODES)  # modes whose definitions read back as JSON objects
 NONCANONICAL = "noncanonical"  # a payload that is JSON, but not written as the template writes it
 
 
@@ -113,6 +124,10 @@ class Payloads:
     call_type: str | None = None  # the type the template writes for each call, when it writes one
     fields: tuple[Field, ...] = ()  # the fields of a definition, for defs == "fields"
     call_ids: str = "given"  # "index": ids are written as the running index of the calls
+    result_name_first: bool = True  # the name of the call a result answers is written before it (else after it)
+    result_error: str | None = None  # the template's reason when a result has no call before it
+    beside_calls: str | None = None  # "reasoning": an answer's content beside its calls is written as its reasoning
+    beside_calls_error: str | None = None  # the template's reason when such an answer has both
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
@@ -132,6 +147,14 @@ class Payloads:
         """A tool definition as the template writes it; one given as text is written as it is."""
         if isinstance(tool, str):
             return tool
+        if self.defs == "typescript-harmony":
+            try:
+                return typescript(tool)
+            except _Raises as e:
+                raise UnsupportedConversationError(
+                    f"tool {k}: the template cannot write this definition ({e}); give the definition "
+                    "a 'function' with a string 'name' and 'description', and JSON-schema parameters"
+                ) from None
         if self.defs == "function":
             if not isinstance(tool, dict) or list(tool) != ["type", "function"] or tool["type"] != "function":
                 raise UnsupportedConversationError(
@@ -207,7 +230,9 @@ class Payloads:
         return _decoded(raw, canonical, None)
 
     def read_tool(self, raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
-        """A definition as written -> (its value, what is wrong with it)."""
+        """A definition as written -> (its value, what is wrong with it); a TypeScript one is its text."""
+        if self.defs not in JSON_DEFS:
+            return raw, None
         value, problem = _decoded(raw, canonical, 4 if self.defs == "json-indent4" else None)
         if self.defs == "function" and not isinstance(problem, ValueError):
             value = {"type": "function", "function": value}
@@ -279,3 +304,155 @@ def _decoded(raw: str, canonical: bool, indent: int | None) -> tuple[Any, ValueE
     if canonical and tojson(value, indent) != raw:
         return value, NONCANONICAL
     return value, None
+
+
+# -- TypeScript tool definitions (OpenAI's harmony format) -------------------------------------
+#
+# A port of gpt-oss's template macros ``render_tool_namespace`` (one definition) and
+# ``render_typescript_type`` (one JSON schema), Jinja's semantics included: a key that is
+# missing is undefined (false, and an error where the template adds it to text), ``{{ x }}``
+# writes ``str(x)``, a ``set`` inside a loop does not outlive the loop (so a ``oneOf`` with
+# object variants is never written as ``any``), and the whitespace the macros keep.
+
+
+class _Raises(Exception):
+    """The template raises writing this definition (the reason)."""
+
+
+_UNDEFINED: Any = object()
+_INDENT = " " * 16  # written before each property's type in a nested object
+_DEFAULT_INDENT = " " * 20  # written before a oneOf variant's default
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key, _UNDEFINED) if isinstance(value, Mapping) else _UNDEFINED
+
+
+def _true(value: Any) -> bool:
+    return value is not _UNDEFINED and bool(value)
+
+
+def _text(value: Any, what: str) -> str:
+    """``value`` where the template adds it to a string: it must be one."""
+    if not isinstance(value, str):
+        raise _Raises(f"{what} is {'missing' if value is _UNDEFINED else type(value).__name__}, not a string")
+    return value
+
+
+def _required(schema: Any) -> Any:
+    required = _get(schema, "required")
+    return required if _true(required) else []
+
+
+def _optional(name: Any, required: Any) -> str:
+    try:
+        return "" if name in required else "?"
+    except TypeError:
+        raise _Raises(f"'required' is a {type(required).__name__}") from None
+
+
+def _json(value: Any) -> str:
+    try:
+        return tojson(value)
+    except (TypeError, ValueError) as e:
+        raise _Raises(f"a default is not JSON ({e})") from None
+
+
+def _items(value: Any, what: str) -> list[Any]:
+    if isinstance(value, Mapping):
+        return list(value)
+    if isinstance(value, (str, list, tuple)):
+        return list(value)
+    raise _Raises(f"{what} is a {type(value).__name__}, not a list")
+
+
+def _type(schema: Any) -> str:
+    """One JSON schema as a TypeScript type (``render_typescript_type``)."""
+    kind = _get(schema, "type")
+    nullable = " | null" if _true(_get(schema, "nullable")) else ""
+    if kind == "array":
+        items = _get(schema, "items")
+        item = _get(items, "type")
+        if not _true(items):
+            return "any[]" + nullable
+        if item == "string":
+            return "string[]" + nullable
+        if item in ("number", "integer"):
+            return "number[]" + nullable
+        if item == "boolean":
+            return "boolean[]" + nullable
+        inner = _type(items)
+        return ("any[]" if inner == "object | object" or len(inner) > 50 else inner + "[]") + nullable
+    if isinstance(kind, (list, tuple)) and kind:  # several types: ["string", "null"]
+        return " | ".join(map(str, kind))
+    variants = _get(schema, "oneOf")
+    if _true(variants):
+        parts = []
+        for variant in _items(variants, "'oneOf'"):
+            part = _type(variant)
+            if _true(_get(variant, "description")):
+                part += "// " + _text(_get(variant, "description"), "a oneOf variant's 'description'")
+            if _get(variant, "default") is not _UNDEFINED:
+                part += _DEFAULT_INDENT + "// default: " + _json(_get(variant, "default"))
+            parts.append(part)
+        return " | \n".join(parts)
+    if kind == "string":
+        enum = _get(schema, "enum")
+        if _true(enum):
+            return '"' + '" | "'.join(map(str, _items(enum, "'enum'"))) + '"'
+        return "string" + nullable
+    if kind in ("number", "integer"):
+        return "number"
+    if kind == "boolean":
+        return "boolean"
+    if kind == "object":
+        properties = _get(schema, "properties")
+        if not _true(properties):
+            return "object"
+        if not isinstance(properties, Mapping):
+            raise _Raises(f"'properties' is a {type(properties).__name__}, not an object")
+        required = _required(schema)
+        fields = [f"{name}{_optional(name, required)}: \n{_INDENT}{_type(spec)}" for name, spec in properties.items()]
+        return "{\n" + ", ".join(fields) + "}"
+    return "any"
+
+
+def typescript(tool: Any) -> str:
+    """A tool definition as gpt-oss's template writes it in its ``functions`` namespace, without the
+    blank line after it; raises ``_Raises`` where the template raises.
+
+    >>> print(typescript({"type": "function", "function": {"name": "now", "description": "The time.",
+    ...     "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}}))
+    // The time.
+    type now = (_: {
+    tz: string,
+    }) => any;
+    """
+    function = _get(tool, "function")
+    if function is _UNDEFINED:
+        raise _Raises("it has no 'function'")
+    head = "// " + _text(_get(function, "description"), "its 'description'") + "\n"
+    head += "type " + _text(_get(function, "name"), "its 'name'") + " = "
+    parameters = _get(function, "parameters")
+    properties = _get(parameters, "properties")
+    if not (_true(parameters) and _true(properties)):
+        return head + "() => any;"
+    if not isinstance(properties, Mapping):
+        raise _Raises(f"'properties' is a {type(properties).__name__}, not an object")
+    required = _required(parameters)
+    lines = []
+    for name, spec in properties.items():
+        line = ""
+        if _true(_get(spec, "description")):
+            line += "// " + _text(_get(spec, "description"), f"the 'description' of {name!r}") + "\n"
+        line += f"{name}{_optional(name, required)}: {_type(spec)}"
+        default = _get(spec, "default")
+        if default is not _UNDEFINED:
+            if _true(_get(spec, "enum")):
+                line += ", // default: " + _text(default, f"the default of {name!r} (an enum)")
+            elif _true(_get(spec, "oneOf")):
+                line += "// default: " + _text(default, f"the default of {name!r} (a oneOf)")
+            else:
+                line += ", // default: " + _json(default)
+        lines.append(line + ",\n")
+    return head + "(_: {\n" + "".join(lines) + "}) => any;"

@@ -168,14 +168,16 @@ def _short_repr(self: Any) -> str:
 class MessageEnd:
     """Message ``index`` is over; ``complete`` is False for a turn the text leaves open.
 
-    ``tool_call_id`` is a tool result's id, where the format writes one (None otherwise).
+    ``tool_call_id`` is a tool result's id, and ``name`` the name of the tool call it answers, where
+    the format writes them (None otherwise).
     """
 
     index: int
     complete: bool = True
     tool_call_id: str | None = None
+    name: str | None = None
 
-    _optional = ("tool_call_id",)
+    _optional = ("tool_call_id", "name")
     __repr__ = _short_repr
 
 

@@ -99,7 +99,7 @@ class Scanner:
                     # (an answer before its tool calls, from a plain answer).
                     regex = [*regex, _followed_by(leads)]
                 complete = (regex, (_MSG, t.target, shape.role, inv, reader), 0)
-                if self._finishes[t.target]:  # an open turn is the one that ends the document
+                if self._finishes[t.target] and shape.openable:  # an open turn is the one that ends the document
                     opened = (shape.open_regex + [r"\Z"], (_OPEN, t.target, shape.role, inv, reader), 0)
                     # When literal text follows the content, the open turn cannot be read as a
                     # complete one; try it first, since the complete turn may match a prefix of

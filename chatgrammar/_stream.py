@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import ParseError
 from ._format import Format, _Variant
-from ._ir import REASONING, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID
+from ._ir import REASONING, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, TOOL_RESULT_NAME
 from ._message import Message
 from ._patterns import partial
 from ._payloads import Payloads
@@ -28,6 +28,7 @@ from ._structure import CALL_PARTS
 __all__ = ["StreamParser"]
 
 ASSISTANT = "assistant"
+_RESULT_FIELDS = {TOOL_RESULT_ID: "tool_call_id", TOOL_RESULT_NAME: "name"}  # a result's parts: its fields
 
 
 class StreamParser:
@@ -376,7 +377,15 @@ class _Folder:
         # A call starts (its name told) once the parts before its arguments are read.
         self.before_args = set(order[: order.index(TOOL_ARGS)]) if TOOL_ARGS in order else set(order)
         self.id_last = order[-1] == TOOL_CALL_ID  # its end waits for the id
-        self.result_ids_after = TOOL_RESULT_ID in written and not payloads.result_id_first
+        # The fields of a result written after it (its id, its name): its end waits for them.
+        self.result_after = {
+            key
+            for role, key, first in (
+                (TOOL_RESULT_ID, "tool_call_id", payloads.result_id_first),
+                (TOOL_RESULT_NAME, "name", payloads.result_name_first),
+            )
+            if role in written and not first
+        }
         self.roles: list[str] = []  # the role of each message told
         self.next = 0  # the next message index
         self.parts: dict[int, tuple[str, int, int]] = {}  # flat index -> (kind, message, call index)
@@ -386,8 +395,8 @@ class _Folder:
         self.call: _Call | None = None  # the call being read
         self.thinking: int | None = None  # a message opened by its reasoning, waiting for its answer
         self.deferred: tuple[int, bool] | None = None  # an answer's end, held while calls may follow
-        self.result_id: str | None = None  # a result's id read before the result
-        self.result: tuple[int, bool] | None = None  # a result's end, held until its id
+        self.result_fields: dict[str, str] = {}  # a result's id and name read before the result
+        self.result: tuple[int, bool, dict[str, str]] | None = None  # a result's end, held until its fields
 
     def fold(self, events: list[Event], final: bool = False) -> list[Event]:
         out: list[Event] = []
@@ -400,7 +409,7 @@ class _Folder:
                     out.append(ContentDelta(k, e.text))
                 elif kind == REASONING:
                     out.append(ReasoningDelta(k, e.text))
-                elif kind in (TOOL_CALL, TOOL_CALL_ID, TOOL_RESULT_ID):
+                elif kind in (TOOL_CALL, TOOL_CALL_ID, TOOL_RESULT_ID, TOOL_RESULT_NAME):
                     self.texts[e.index].append(e.text)
                 elif kind == TOOL_ARGS:
                     out.append(ToolCallDelta(c, e.text, k))
@@ -415,8 +424,8 @@ class _Folder:
         if role == TOOL_DEF:  # the tools of the prompt: in parse's .tools, not told as events
             self.parts[e.index] = (TOOL_DEF, -1, 0)
             return
-        if role == TOOL_RESULT_ID:
-            self.parts[e.index] = (TOOL_RESULT_ID, -1, 0)
+        if role in _RESULT_FIELDS:
+            self.parts[e.index] = (role, -1, 0)
             self.texts[e.index] = []
             return
         if role in CALL_PARTS:
@@ -468,14 +477,16 @@ class _Folder:
         kind, k, c = self.parts[e.index]
         if kind == TOOL_DEF:
             return
-        if kind == TOOL_RESULT_ID:
-            rid = "".join(self.texts.pop(e.index))
-            if self.result is not None:  # written after its result: the result ends now
-                k, complete = self.result
-                self.result = None
-                out.append(MessageEnd(k, complete and e.complete, rid))
+        if kind in _RESULT_FIELDS:
+            value = "".join(self.texts.pop(e.index))
+            if self.result is not None:  # written after its result
+                k, complete, fields = self.result
+                fields[_RESULT_FIELDS[kind]] = value
+                self.result = (k, complete and e.complete, fields)
+                if set(fields) >= self.result_after:  # the result ends now
+                    self._end_result(out)
             else:
-                self.result_id = rid
+                self.result_fields[_RESULT_FIELDS[kind]] = value
             return
         if kind == REASONING:
             if not e.complete:  # the text stops while the model thinks
@@ -504,18 +515,19 @@ class _Folder:
             return
         if k == self.owner:  # an answer: its calls may follow
             self.deferred = (k, e.complete)
-        elif self.roles[k] == "tool" and self.result_id is not None:  # its id came before it
-            out.append(MessageEnd(k, e.complete, self.result_id))
-            self.result_id = None
-        elif self.roles[k] == "tool" and self.result_ids_after:
-            self.result = (k, e.complete)  # its id follows it
+        elif self.roles[k] == "tool":
+            fields, self.result_fields = self.result_fields, {}  # those written before it
+            self.result = (k, e.complete, fields)
+            if not self.result_after:
+                self._end_result(out)
         else:
             out.append(MessageEnd(k, e.complete))
 
     def _end_result(self, out: list[Event]) -> None:
-        """A result whose id was to follow it, and did not: it ends without one."""
+        """A result ends, with the fields read (those that were to follow it and did not: without)."""
         if self.result is not None:
-            out.append(MessageEnd(*self.result))
+            k, complete, fields = self.result
+            out.append(MessageEnd(k, complete, **fields))
             self.result = None
 
     def _flush(self, out: list[Event]) -> None:

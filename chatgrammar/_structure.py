@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import RenderError, UnsupportedConversationError
-from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID
+from ._ir import REASONING, STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, TOOL_RESULT_NAME
 from ._message import _EXTRAS, Message, make_message
 from ._payloads import NONCANONICAL, Payloads, index_problems
 from ._results import Diagnostic, Span
 
-__all__ = ["CALL_PARTS", "Expanded", "collapse", "expand", "has_structure"]
+__all__ = ["CALL_PARTS", "MISNAMED", "Expanded", "collapse", "expand", "has_structure"]
 
 ASSISTANT = "assistant"
 CALL_PARTS = (TOOL_CALL, TOOL_ARGS, TOOL_CALL_ID)  # the turns of one tool call, in any order
+MISNAMED = "misnamed-result"  # the diagnostic of a result whose name is not that of the call it answers
 _KEYS = frozenset(("role", "content", "complete", *_EXTRAS))
 _MISSING = object()  # an id not given
 
@@ -128,6 +129,7 @@ def expand(
     calls_given = [c for r in read for c in r[3].get("tool_calls") or ()]
     call_ids = [c.get("id", _MISSING) if isinstance(c, Mapping) else _MISSING for c in calls_given]
     calls_before = 0
+    last_call: str | None = None  # the name of the last tool call since the last answer without calls
     for i, (role, content, complete, extras) in enumerate(read):
         if role in STRUCTURAL:
             raise RenderError(
@@ -144,6 +146,18 @@ def expand(
             raise RenderError(
                 f"message {i} is a {role!r} message with {key!r}; only assistant messages have it", index=i
             )
+        if calls and content and payloads.beside_calls == REASONING:
+            # The template writes the content of an answer with calls where its thinking goes.
+            if reasoning:
+                text = (
+                    f"message {i} has tool calls, content and reasoning_content, and {name} writes the content "
+                    "of an answer with tool calls as its reasoning: give one or the other"
+                )
+                reason = payloads.beside_calls_error
+                raise UnsupportedConversationError(f"{reason} ({text})" if reason else text, index=i, format=name)
+            reasoning, content = content, ""
+        if role == ASSISTANT:
+            last_call = None
         if reasoning:  # the templates write thinking only when there is some
             if REASONING not in written:
                 raise UnsupportedConversationError(
@@ -155,23 +169,22 @@ def expand(
             out.roles.append(REASONING)
             out.contents.append(reasoning)
             out.origin.append(i)
-        result_id = TOOL_RESULT_ID in written and role == "tool"
-        if result_id:  # the template writes a result with the id of its call, before or after it
+        # A result written with the id of its call, or with the name of the call it answers.
+        before: list[tuple[str, str]] = []
+        after: list[tuple[str, str]] = []
+        if TOOL_RESULT_ID in written and role == "tool":
             given = extras.get("tool_call_id", _MISSING)
             if indexed:  # the index of the first call with that id (a missing one matches a call with none)
                 rid = next((str(k) for k, cid in enumerate(call_ids) if cid == given), "")
             else:
                 rid = payloads.id_text(extras.get("tool_call_id"), "a tool result's tool_call_id", name)
-            if payloads.result_id_first:
-                out.roles.append(TOOL_RESULT_ID)
-                out.contents.append(rid)
-                out.origin.append(i)
-        out.roles.append(role)
-        out.contents.append(content)
-        out.origin.append(i)
-        if result_id and not payloads.result_id_first:
-            out.roles.append(TOOL_RESULT_ID)
-            out.contents.append(rid)
+            (before if payloads.result_id_first else after).append((TOOL_RESULT_ID, rid))
+        if TOOL_RESULT_NAME in written and role == "tool":
+            called = _answered(last_call, extras.get("name"), i, payloads, name)
+            (before if payloads.result_name_first else after).append((TOOL_RESULT_NAME, called))
+        for part, text in [*before, (role, content), *after]:
+            out.roles.append(part)
+            out.contents.append(text)
             out.origin.append(i)
         if calls:
             if TOOL_CALL not in written:
@@ -198,6 +211,7 @@ def expand(
                 out.roles += payloads.call_order
                 out.contents += [parts[r] for r in payloads.call_order]
                 out.origin += [i] * len(payloads.call_order)
+                last_call = fname
             calls_before += len(calls)
     if open_index != -1 and open_index != len(messages) - 1:
         raise RenderError(
@@ -226,6 +240,26 @@ def expand(
             raise RenderError(f"tools must be a list of JSON schemas, not {type(tools).__name__}")
         out.defs = [payloads.tool_text(t, k) for k, t in enumerate(tools)]
     return out
+
+
+def _answered(last_call: str | None, given: str | None, i: int, payloads: Payloads, name: str) -> str:
+    """The name a tool result is written with: that of the tool call it answers (its own, if
+    given, must be the same)."""
+    if last_call is None:
+        text = (
+            f"message {i} is a tool result, and {name} writes the name of the tool call it answers: "
+            "no answer with tool calls comes before it (since the last answer without calls)"
+        )
+        reason = payloads.result_error
+        raise UnsupportedConversationError(f"{reason} ({text})" if reason else text, index=i, format=name)
+    if given is not None and given != last_call:
+        raise UnsupportedConversationError(
+            f"message {i} is a tool result named {given!r}, and {name} writes the name of the tool call it "
+            f"answers, {last_call!r}: name it so, or leave its name out",
+            index=i,
+            format=name,
+        )
+    return last_call
 
 
 def _read(m: Any, i: int) -> tuple[Any, Any, bool, dict[str, Any]]:
@@ -285,6 +319,12 @@ def _call(call: Any, i: int, k: int) -> tuple[str, Any]:
         raise RenderError(f"{where} has no function name (a non-empty string)", index=i)
     if "arguments" not in fn:
         raise RenderError(f"{where} ({fname!r}) has no 'arguments'", index=i)
+    if "content_type" in fn:  # harmony's: gpt-oss's template writes it in place of its default, json
+        raise UnsupportedConversationError(
+            f"{where} ({fname!r}) has a 'content_type': chatgrammar writes the arguments of a call as its grammar "
+            "writes them (JSON, with the content type its template writes by default); remove it",
+            index=i,
+        )
     return fname, fn["arguments"]
 
 
@@ -317,8 +357,9 @@ def collapse(
     diags: list[Diagnostic] = []
     problems = 0
     pending: tuple[Message, Span | None] | None = None  # reasoning waiting for its answer
-    pending_result: str | None = None  # a result's id waiting for its result
+    pending_result: dict[str, str] = {}  # a result's id and name, waiting for their result
     owner: int | None = None  # the assistant message the next call belongs to
+    last_call: str | None = None  # the name of the last call since the last answer without calls
     n = len(messages)
     k = 0
     while k < n:
@@ -346,13 +387,22 @@ def collapse(
                     )
             k += 1
             continue
-        if role == TOOL_RESULT_ID:
-            # The id of the result it stands before, or after (as the grammar writes them).
+        if role in (TOOL_RESULT_ID, TOOL_RESULT_NAME):
+            # The id or the name of the result it stands before, or after (as the grammar writes them).
+            key, first = (
+                ("tool_call_id", payloads.result_id_first)
+                if role == TOOL_RESULT_ID
+                else ("name", payloads.result_name_first)
+            )
+            if role == TOOL_RESULT_NAME and m.complete and m.content != last_call:
+                problems += 1  # a name the template does not write there
+                if text is not None and sp is not None:
+                    diags.append(_misnamed(text, sp, m.content, last_call, len(out) - (not first)))
             last = out[-1] if out else None
-            if payloads.result_id_first:
-                pending_result = m.content
+            if first:
+                pending_result[key] = m.content
             elif last is not None and last.role == "tool":
-                out[-1] = _with(last, tool_call_id=m.content)
+                out[-1] = _with(last, **{key: m.content})
             k += 1
             continue
         if role in CALL_PARTS:
@@ -389,6 +439,7 @@ def collapse(
                 if out_spans is not None and sp is not None:
                     out_spans.append(Span(sp.start, sp.start, sp.start, sp.start))
                 owner = len(out) - 1
+            last_call = name_msg.content
             prev = out[owner]
             calls = [*(prev.tool_calls or []), call]
             out[owner] = _with(prev, tool_calls=calls, complete=prev.complete and complete)
@@ -399,8 +450,10 @@ def collapse(
             k = j
             continue
         msg = m
-        if pending_result is not None and role == "tool":
-            msg, pending_result = _with(m, tool_call_id=pending_result), None
+        if pending_result and role == "tool":
+            msg, pending_result = _with(m, **pending_result), {}
+        if role == ASSISTANT:
+            last_call = None
         if pending is not None and role == ASSISTANT:
             r, rsp = pending
             msg = _with(m, reasoning_content=r.content) if r.content else m
@@ -419,6 +472,19 @@ def _with(m: Message, **changes: Any) -> Message:
     data = {k: getattr(m, k) for k in ("role", "content", "complete", *_EXTRAS)}
     data.update(changes)
     return Message(**{k: v for k, v in data.items() if v is not None})
+
+
+def _misnamed(text: str, sp: Span, written: str, called: str | None, index: int) -> Diagnostic:
+    """A tool result written with another name than that of the tool call it answers."""
+    return Diagnostic.at(
+        text,
+        MISNAMED,
+        f"a tool result names {written!r}, where the template writes the name of the tool call it answers, {called!r}",
+        "the template never writes this: the result reads with the name written, and does not render back",
+        sp.content_start,
+        sp.content_end,
+        index,
+    )
 
 
 def _diagnostic(problem: ValueError | str, text: str, sp: Span, what: str, index: int | None, code: str) -> Diagnostic:

@@ -17,7 +17,19 @@ from typing import Any
 from ._compiler import ASSISTANT
 from ._errors import RenderError, UnsupportedConversationError
 from ._format import Format
-from ._ir import STRUCTURAL, TOOL_ARGS, TOOL_CALL, TOOL_CALL_ID, TOOL_DEF, TOOL_RESULT_ID, Gen, Lit, Msg
+from ._ir import (
+    REASONING,
+    STRUCTURAL,
+    TOOL_ARGS,
+    TOOL_CALL,
+    TOOL_CALL_ID,
+    TOOL_DEF,
+    TOOL_RESULT_ID,
+    TOOL_RESULT_NAME,
+    Gen,
+    Lit,
+    Msg,
+)
 from ._message import Message
 from ._payloads import Payloads, index_problems, tojson
 from ._registry import formats, get_format
@@ -133,6 +145,7 @@ def conversations(
     }
     distance = _distance_to_accept(f)
     state, msgs = 0, list[Message]()
+    drawn: dict[str, Any] = {}  # the tool definitions drawn, by the text they are written as
     can_open = True
     while True:
         steps = [t for t in dfa.transitions[state] if not isinstance(t.atom, Gen) and distance[t.target] is not None]
@@ -149,9 +162,19 @@ def conversations(
         elif isinstance(t.atom, Msg):
             shape = c.shapes[t.atom.rule]
             role = shape.role or draw(st.sampled_from([r for r in generic_roles[state] if not planner.refused(r)]))
-            # A shape the template writes only for a message with no content (_empty) gets none.
-            drawn = st.just("") if shape.content.transform == "empty" else content
-            msgs.append(Message(role=role, content=draw(_structural_content(role, drawn, c.payloads))))
+            if role == TOOL_RESULT_NAME:  # the name of the call it answers: the last one
+                text = next(m.content for m in reversed(msgs) if m.role == TOOL_CALL)
+            elif role == TOOL_DEF:
+                tool = draw(_TOOL.filter(lambda t: _writable(c.payloads, t)))
+                text = c.payloads.tool_text(tool, 0)
+                drawn[text] = tool
+            elif c.payloads.beside_calls and shape.content.transform == "drop" and msgs and msgs[-1].role == REASONING:
+                text = ""  # the content beside calls is written as the reasoning: not both
+            else:
+                # A shape the template writes only for a message with no content (_empty) gets none.
+                given = st.just("") if shape.content.transform == "empty" else content
+                text = draw(_structural_content(role, given, c.payloads))
+            msgs.append(Message(role=role, content=text))
             can_open = shape.content.transform not in READERS and role not in STRUCTURAL
         state = t.target
     if c.payloads.call_ids == "index":
@@ -163,7 +186,9 @@ def conversations(
     tools: list[Any] | None = None
     if c.structural:  # the turns of reasoning, calls and tool definitions, folded as render takes them
         folded = collapse(msgs, c.payloads)
-        msgs, tools = folded.messages, folded.tools
+        msgs = folded.messages
+        # The definitions as drawn (a definition written as TypeScript reads back as its text).
+        tools = [drawn.get(t, t) if isinstance(t, str) else t for t in folded.tools] if folded.tools else None
     gen = allow_generation and _gen_reachable(f, state) and draw(st.booleans())
     options = {name: draw(st.sampled_from(values)) for name, values in f.option_values.items()}
     if tools:

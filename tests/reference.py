@@ -79,7 +79,8 @@ def render(
 ) -> str:
     """What the format's real template renders, apply_chat_template style, on FIXED_DATE.
 
-    ``options`` are passed to the template as its variables (enable_thinking...).
+    ``options`` are passed to the template as its variables (enable_thinking...); reasoning_content is
+    passed as the key the template reads (the grammar's ``reasoning-field``: gpt-oss reads ``thinking``).
     """
     e = entry_for(fmt)
     kwargs = dict(
@@ -92,7 +93,9 @@ def render(
     if tools is not None:
         kwargs["tools"] = tools
     none = fmt._header.get("calls-content") == "none"
-    dicts = [_as_given(m, none) for m in messages]
+    # The thinking, under the key the template reads it from (the grammar's reasoning-field).
+    field = fmt._header.get("reasoning-field", "reasoning_content")
+    dicts = [{field if k == "reasoning_content" else k: v for k, v in _as_given(m, none).items()} for m in messages]
     src = _source(e["template_file"])
     if messages and not messages[-1].complete:
         if not messages[-1].content:  # an open turn with nothing in it is the generation prompt

@@ -37,7 +37,9 @@ def _render_or_reject(fmt: cg.Format, conv) -> str:
         # (tests/test_unsafe.py checks refusals), but there is no round trip to check.
         assert e.index is not None or "tool definition" in str(e)
         fields = conv.messages[e.index].to_dict() if e.index is not None else conv.tools
-        assert e.delimiter == "" or any(e.delimiter in text for text in _strings(fields))
+        written = [fmt._c.payloads.tool_text(t, k) for k, t in enumerate(conv.tools or [])] if e.index is None else []
+        # In a tool definition written as TypeScript, the delimiter may join a field and what follows it.
+        assert e.delimiter == "" or any(e.delimiter in text for text in _strings(fields) + written)
         reject()
 
 

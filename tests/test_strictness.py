@@ -76,9 +76,10 @@ def test_whatever_parses_renders_back_to_itself(name: str, data: st.DataObject) 
             assert fmt.parse(again) == got
         elif again != text:
             # What only a model writes (DeepSeek-R1's thinking after its prefilled <think>, Command
-            # R7B's answer after a thinking block) is read by a __read rule, at the end of the text:
-            # that last answer renders as the template writes it into the history (normalize), and
-            # the text and its rendering agree up to it.
+            # R7B's answer after a thinking block, a gpt-oss call addressed as harmony documents it)
+            # is read by a __read rule, at the end of the text: that last answer renders as the
+            # template writes it into the history (normalize), and the text and its rendering agree
+            # up to it.
             assert any(rule.endswith("__read") for rule in fmt._c.shapes), (text, again)
             spans = fmt.parse(text, spans=True, **options).spans
             assert spans is not None and got[-1].role == "assistant", (text, again)

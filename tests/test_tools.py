@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import chatgrammar as cg
 from chatgrammar._ir import STRUCTURAL
+from chatgrammar._payloads import JSON_DEFS
 from chatgrammar.testing import safe_contents
 
 
@@ -40,7 +41,10 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+TIME = {
+    "type": "function",
+    "function": {"name": "get_time", "description": "The time.", "parameters": {"type": "object", "properties": {}}},
+}
 
 
 def _call(name: str, arguments: Any, call_id: str | None = None) -> dict[str, Any]:
@@ -171,7 +175,10 @@ def test_an_agent_conversation_reads_back(name: str) -> None:
     text = fmt.render(agent, tools=tools)
     got = fmt.parse(text)
     assert got == fmt.normalize(agent, tools=tools)
-    assert got.tools == tools
+    # Definitions read back as JSON, or as their text where the template writes no JSON (gpt-oss's TypeScript).
+    payloads = fmt._c.payloads
+    as_text = [payloads.tool_text(t, k) for k, t in enumerate(tools or [])]
+    assert got.tools == (tools if payloads.defs in JSON_DEFS else as_text)
     calls = [c for m in got if m.tool_calls for c in m.tool_calls]
     given = [c for m in agent if m.get("tool_calls") for c in m["tool_calls"]]
     assert [c["function"] for c in calls] == [c["function"] for c in given]
@@ -776,13 +783,14 @@ def test_tool_definitions_are_written_field_by_field() -> None:
     """{"name": "NAME", "description": "DESC", "parameters": ..., "responses": null}, name and description unescaped."""
     fmt = cg.get_format(COHERE)
     user = [cg.Message(role="user", content="x")]
-    text = fmt.render(user, tools=[WEATHER, TIME])
-    assert text == reference.render(fmt, user, tools=[WEATHER, TIME])
+    time = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+    text = fmt.render(user, tools=[WEATHER, time])
+    assert text == reference.render(fmt, user, tools=[WEATHER, time])
     assert (
         '{"name": "get_time", "description": "", "parameters": {"type": "object", "properties": {}}, "responses": null}'
         in text
     )
-    assert fmt.parse(text).tools == [WEATHER, TIME]  # an empty description reads back as none
+    assert fmt.parse(text).tools == [WEATHER, time]  # an empty description reads back as none
     # What tojson would escape, the template writes as it is: it would not read back as JSON.
     quoted = {"type": "function", "function": {**WEATHER["function"], "description": 'Say "hi"'}}
     assert '"description": "Say "hi""' in reference.render(fmt, user, tools=[quoted])
@@ -878,3 +886,263 @@ def test_tool_calls_with_no_thinking_block_are_read() -> None:
         {"id": "0", "type": "function", "function": {"name": "get_time", "arguments": {}}}
     ]
     assert not got.diagnostics
+
+
+# -- gpt-oss (OpenAI harmony) ------------------------------------------------------------------
+
+GPT_OSS = cg.get_format("gpt-oss")
+
+
+def _like_the_template(msgs: list[dict[str, Any]], gen: bool = False, tools: list[Any] | None = None) -> str:
+    """gpt-oss's render of ``msgs``, checked against its real template."""
+    ours = GPT_OSS.render(msgs, add_generation_prompt=gen, tools=tools, date=reference.FIXED_DATE)
+    theirs = reference.render(GPT_OSS, [cg.Message(**m) for m in msgs], gen, tools=tools)
+    assert ours == theirs, reference.first_difference(ours, theirs)
+    return ours
+
+
+def test_gpt_oss_writes_thinking_after_the_last_answer_only() -> None:
+    """The template writes thinking (its "thinking" key) for calls after the last answer without calls, and
+    for a last answer with no generation prompt after it; everywhere else it drops it."""
+    msgs: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "reasoning_content": "T1", "tool_calls": [_call("get_weather", {})]},
+        {"role": "tool", "content": "21"},
+        {"role": "assistant", "content": "Mild.", "reasoning_content": "T2"},
+        {"role": "user", "content": "And now?"},
+        {"role": "assistant", "content": "", "reasoning_content": "T3", "tool_calls": [_call("get_weather", {})]},
+        {"role": "tool", "content": "22"},
+    ]
+    for gen in (False, True):
+        text = _like_the_template(msgs, gen)
+        assert "T1" not in text and "T2" not in text and "T3" in text
+        expected = GPT_OSS.normalize(msgs, add_generation_prompt=gen)
+        assert [m.reasoning_content for m in expected if m.role == "assistant" and m.complete] == [None, None, "T3"]
+        assert GPT_OSS.parse(text) == expected
+    # The last answer, with no generation prompt after it, keeps its thinking and ends with <|return|>.
+    last = [*msgs, {"role": "assistant", "content": "Warmer.", "reasoning_content": "T4"}]
+    text = _like_the_template(last)
+    assert "T3" not in text and text.endswith("T4<|end|><|start|>assistant<|channel|>final<|message|>Warmer.<|return|>")
+    assert GPT_OSS.parse(text)[-1] == cg.Message(**last[-1])
+    assert "T4" not in _like_the_template(last, gen=True)
+
+
+def test_gpt_oss_reads_the_thinking_key_as_reasoning_content() -> None:
+    answer = {"role": "assistant", "content": "Hi.", "thinking": "Greet."}
+    msgs = [{"role": "user", "content": "Hi"}, answer]
+    text = GPT_OSS.render(msgs)
+    assert text == GPT_OSS.render([msgs[0], {"role": "assistant", "content": "Hi.", "reasoning_content": "Greet."}])
+    assert GPT_OSS.parse(text)[-1] == cg.Message(role="assistant", content="Hi.", reasoning_content="Greet.")
+    assert GPT_OSS.render([msgs[0], {**answer, "reasoning_content": "Greet."}]) == text  # both, the same
+    with pytest.raises(cg.RenderError, match="both 'reasoning_content' and 'thinking'") as e:
+        GPT_OSS.render([msgs[0], {**answer, "reasoning_content": "Other."}])
+    assert e.value.index == 1
+    with pytest.raises(cg.RenderError, match="'thinking'"):
+        cg.render([msgs[0], answer], "qwen3")  # only a format whose template reads it takes it
+
+
+def test_gpt_oss_writes_the_content_beside_a_call_as_its_thinking() -> None:
+    msgs: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [_call("get_weather", {"city": "Paris"})]},
+    ]
+    text = _like_the_template(msgs)
+    assert "<|channel|>analysis<|message|>Checking.<|end|>" in text
+    got = GPT_OSS.parse(text)
+    assert got[-1].content == "" and got[-1].reasoning_content == "Checking."  # the loss, declared
+    assert got == GPT_OSS.normalize(msgs)
+    # Content and thinking both: the template raises, and so does chatgrammar, with its reason.
+    both = [msgs[0], {**msgs[1], "reasoning_content": "Hmm."}]
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(GPT_OSS, [cg.Message(**m) for m in both])
+    with pytest.raises(cg.UnsupportedConversationError, match="Cannot pass both content and thinking") as e:
+        GPT_OSS.render(both)
+    assert e.value.index == 1
+
+
+def test_gpt_oss_writes_one_call_per_answer() -> None:
+    msgs = [{"role": "user", "content": "x"}, {**AGENT[2], "content": ""}]
+    with pytest.raises(cg.UnsupportedConversationError, match="at most 1 tool call in an answer; message 1 has 3"):
+        GPT_OSS.render(msgs)
+    with pytest.raises(cg.UnsupportedConversationError, match="content_type"):  # the template writes it instead
+        GPT_OSS.render(
+            [
+                msgs[0],
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"function": {"name": "f", "arguments": {}, "content_type": "code"}}],
+                },
+            ]
+        )
+
+
+def test_gpt_oss_names_a_result_after_the_call_it_answers() -> None:
+    call = {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"})]}
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "Weather?"}, call, {"role": "tool", "content": "21°C"}]
+    text = _like_the_template(msgs, gen=True)
+    assert '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"21°C"<|end|>' in text
+    got = GPT_OSS.parse(text)
+    assert got[3] == cg.Message(role="tool", content="21°C", name="get_weather")  # the name, as written
+    named = [*msgs[:2], {**msgs[2], "name": "get_weather"}]
+    assert GPT_OSS.render(named, add_generation_prompt=True, date=reference.FIXED_DATE) == text
+    with pytest.raises(cg.UnsupportedConversationError, match="named 'get_time'.*'get_weather'") as e:
+        GPT_OSS.render([*msgs[:2], {**msgs[2], "name": "get_time"}])
+    assert e.value.index == 2
+    # With no call since the last answer without calls, the template has no name to write: it raises.
+    orphan = [msgs[0], {"role": "assistant", "content": "Sunny."}, msgs[2]]
+    with pytest.raises(reference.TemplateRaised, match="no previous assistant message with a tool call"):
+        reference.render(GPT_OSS, [cg.Message(**m) for m in orphan])
+    with pytest.raises(cg.UnsupportedConversationError, match="no previous assistant message with a tool call"):
+        GPT_OSS.render(orphan)
+    # A text naming another tool than the call: never written by the template, so not a gpt-oss text.
+    wrong = text.replace("functions.get_weather to=", "functions.get_time to=")
+    with pytest.raises(cg.ParseError, match="names 'get_time'"):
+        GPT_OSS.parse(wrong)
+    tolerant = GPT_OSS.parse(wrong, strict=False)
+    assert [d.code for d in tolerant.diagnostics] == ["misnamed-result"]
+    assert tolerant[3].name == "get_time"
+
+
+def test_gpt_oss_tool_definitions_read_back_as_their_text() -> None:
+    text = _like_the_template([{"role": "user", "content": "Hi"}], tools=[WEATHER, TIME])
+    got = GPT_OSS.parse(text)
+    assert got.tools == [
+        "// Current weather for a city (°C).\ntype get_weather = (_: {\ncity: string,\n}) => any;",
+        "// The time.\ntype get_time = () => any;",
+    ]
+    assert GPT_OSS.render(got, date=reference.FIXED_DATE) == text
+    # A definition without a description: the template raises (it adds the description to text).
+    bare = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(GPT_OSS, [cg.Message(role="user", content="Hi")], tools=[bare])
+    with pytest.raises(cg.UnsupportedConversationError, match="tool 0: .*'description' is missing"):
+        GPT_OSS.render([{"role": "user", "content": "Hi"}], tools=[bare])
+
+
+def test_gpt_oss_reads_what_the_model_writes_after_the_prompt() -> None:
+    user = [{"role": "user", "content": "Weather in Paris?"}]
+    prompt = GPT_OSS.render(user, tools=[WEATHER], add_generation_prompt=True)
+    assert prompt.endswith("<|start|>assistant")
+    thought = "<|channel|>analysis<|message|>Use the tool.<|end|>"
+    call = '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>'
+    got = GPT_OSS.parse_completion(thought + call, prompt=prompt)
+    assert got.stop == "<|call|>" and not got.diagnostics
+    assert got.message == cg.Message(
+        role="assistant",
+        content="",
+        reasoning_content="Use the tool.",
+        tool_calls=[_call("get_weather", {"city": "Paris"})],
+    )
+    answer = "<|start|>assistant<|channel|>final<|message|>It is mild.<|return|>"
+    got = GPT_OSS.parse_completion(thought + answer, prompt=prompt)
+    assert got.message == cg.Message(role="assistant", content="It is mild.", reasoning_content="Use the tool.")
+    assert got.stop == "<|return|>"
+
+
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=4))
+_ODD = st.one_of(st.text(alphabet="ab \n/\"'{}", max_size=6), _LEAF)  # what a schema should not hold there
+_KIND = st.sampled_from(["string", "number", "integer", "boolean", "object", "array", "null"])
+_KEY = st.text(alphabet="abc_", min_size=1, max_size=3)
+
+
+def _schema(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    common = {
+        "description": _ODD,
+        "default": st.recursive(_LEAF, lambda i: st.lists(i, max_size=2) | st.dictionaries(_KEY, i, max_size=2)),
+        "nullable": st.booleans() | _LEAF,
+    }
+    enum = st.lists(_ODD, max_size=3) | _ODD
+    properties = st.dictionaries(_KEY, inner, max_size=3) | _ODD
+    required = st.lists(_KEY, max_size=3) | _ODD
+    return st.one_of(
+        st.fixed_dictionaries({"type": st.just("string")}, optional={**common, "enum": enum}),
+        st.fixed_dictionaries({"type": st.just("array")}, optional={**common, "items": inner | _ODD}),
+        st.fixed_dictionaries(
+            {"type": st.just("object")}, optional={**common, "properties": properties, "required": required}
+        ),
+        st.fixed_dictionaries({"oneOf": st.lists(inner, max_size=3) | _ODD}, optional=common),
+        st.fixed_dictionaries({"type": st.lists(_KIND, max_size=3) | _ODD}, optional=common),
+        st.fixed_dictionaries({"type": _KIND}, optional=common),
+    )
+
+
+_SCHEMAS = st.recursive(st.fixed_dictionaries({"type": _KIND}) | _ODD, _schema, max_leaves=8)
+_PARAMETERS = st.fixed_dictionaries(
+    {"type": st.just("object"), "properties": st.dictionaries(_KEY, _SCHEMAS, max_size=4)},
+    optional={"required": st.lists(_KEY, max_size=3) | _ODD},
+)
+_DEFINITIONS = st.fixed_dictionaries(
+    {
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries(
+            {"name": _KEY, "description": st.text(alphabet="ab /", max_size=6)},
+            optional={"parameters": _PARAMETERS | _SCHEMAS},
+        ),
+    }
+) | st.fixed_dictionaries({"function": st.dictionaries(st.sampled_from(["name", "description", "parameters"]), _ODD)})
+
+
+@settings(max_examples=300)
+@given(tool=_DEFINITIONS)
+def test_gpt_oss_writes_tool_definitions_as_its_template_does(tool: Any) -> None:
+    """JSON schemas as TypeScript: nested objects, arrays, enums, defaults, nullable, oneOf, type lists, and
+    values a schema should not hold there (the template then raises, or writes what Jinja makes of them)."""
+    user = [cg.Message(role="user", content="Hi")]
+    try:
+        theirs = reference.render(GPT_OSS, user, tools=[tool])
+    except reference.TemplateRaised:
+        with pytest.raises(cg.UnsupportedConversationError, match="tool 0: the template cannot write"):
+            GPT_OSS.render(user, tools=[tool], date=reference.FIXED_DATE)
+        return
+    try:
+        ours = GPT_OSS.render(user, tools=[tool], date=reference.FIXED_DATE)
+    except cg.UnsafeContentError:  # a blank line or a token inside the definition: it would not read back
+        return
+    assert ours == theirs, reference.first_difference(ours, theirs)
+
+
+# The calls harmony's documentation (openai/harmony, docs/format.md) shows the model writing, besides the
+# template's own form: the recipient after the channel, the content type after <|constrain|>, or none.
+HARMONY_CALLS = [
+    '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+    '<|channel|>commentary to=functions.get_weather<|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+    '<|channel|>commentary to=functions.get_weather json<|message|>{"city": "Paris"}<|call|>',
+    '<|channel|>commentary to=functions.get_weather<|message|>{"city": "Paris"}<|call|>',
+    ' to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+    ' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>',  # the template's
+]
+
+
+@pytest.mark.parametrize("call", HARMONY_CALLS)
+@pytest.mark.parametrize("thought", [False, True])
+def test_gpt_oss_reads_the_calls_harmony_documents(call: str, thought: bool) -> None:
+    prompt = GPT_OSS.render(
+        [{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER], add_generation_prompt=True
+    )
+    completion = ("<|channel|>analysis<|message|>Need the tool.<|end|><|start|>assistant" if thought else "") + call
+    expected = cg.Message(
+        role="assistant",
+        content="",
+        tool_calls=[_call("get_weather", {"city": "Paris"})],
+        reasoning_content="Need the tool." if thought else None,
+    )
+    got = GPT_OSS.parse_completion(completion, prompt=prompt)
+    assert (got.message, got.stop, got.diagnostics) == (expected, "<|call|>", [])
+    # Streamed, as the model writes it, in small chunks.
+    parser = cg.StreamParser(GPT_OSS)
+    events: list[cg.Event] = parser.feed(prompt)
+    for k in range(0, len(completion), 3):
+        events += parser.feed(completion[k : k + 3])
+    events += parser.close()
+    assert [(e.index, e.name) for e in events if isinstance(e, cg.ToolCallStart)] == [(0, "get_weather")]
+    args = "".join(e.arguments_text for e in events if isinstance(e, cg.ToolCallDelta))
+    assert json.loads(args) == {"city": "Paris"}
+    thinking = "".join(e.text for e in events if isinstance(e, cg.ReasoningDelta))
+    assert thinking == (expected.reasoning_content or "")
+    # In a transcript, the call reads the same, and renders back as the template writes calls.
+    transcript = GPT_OSS.parse(prompt + completion)
+    assert transcript[-1] == expected
+    again = GPT_OSS.render(transcript)
+    assert GPT_OSS.parse(again) == transcript
+    assert again.endswith(HARMONY_CALLS[-1]) and (again == prompt + completion) == (call == HARMONY_CALLS[-1])
