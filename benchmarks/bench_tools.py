@@ -3,17 +3,27 @@
     python benchmarks/bench_tools.py [--quick] [--formats qwen2.5,qwen3]
 
 For each format that writes tool calls, the completion a model writes after the prompt
-(an answer, then three calls with nested JSON arguments, then the stop token) is read by:
+(an answer, then three calls with nested JSON arguments, then the stop token; one call
+where the template writes one per answer) is read by:
 
 * ``parse_completion`` of the whole completion (batch);
 * ``StreamParser`` fed the prompt, then the completion in 1- and 16-character chunks, the
   way a server streams tokens (the prompt's feed is not timed);
-* the regex-and-json.loads extraction the vLLM/SGLang Hermes tool parsers do in batch mode
-  (``<tool_call>(.*?)</tool_call>`` then ``json.loads``), as the floor of a hand-written
-  parser that checks nothing else. It is only meaningful for the Hermes formats.
+* a floor: what a hand-written parser that checks nothing else does (the vLLM/SGLang tool
+  parsers in batch mode): a regex for each call's name (and id) between the literals the
+  grammar writes before them, then ``json`` decoding of the arguments that follow. Shown
+  where that reads the calls right.
 
-Every reading is checked (the same three calls, the same arguments) before it is timed.
-Reported: microseconds per completion, and the streamed time as a multiple of batch.
+What each format is given is derived from it: tool definitions where it writes them, call
+ids of the length it requires, one call where it writes one per answer. Every reading is
+checked (the same calls, names, arguments and ids) before it is timed.
+
+Then, linearity: the completion with its answer and its arguments 10 times longer, streamed
+in 1-character chunks, against the original (a stream that re-read its growing turn on each
+chunk would take ~100 times as long; a linear one ~10 times).
+
+Reported: microseconds per completion, each time as a multiple of batch, and the highest
+multiples across formats.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 import chatgrammar as cg
+from chatgrammar._reader import unescape
 
 TOOL = {
     "type": "function",
@@ -45,7 +56,11 @@ CALLS = [
     {"from": "ZRH", "to": "JFK", "filters": {"max_stops": 0, "cabin": "business", "dates": ["2026-12-01"]}},
     {"from": "東京", "to": "São Paulo", "filters": {"flexible": True, "notes": 'window seat, "quiet" area'}},
 ]
-HERMES = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+ANSWER = "Searching three routes."
+LONGER = 10  # how much longer the content of the linearity run is
+DECODER = json.JSONDecoder()
+
+Call = tuple[str, Any, "str | None"]  # name, arguments, id
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> float:
@@ -54,16 +69,50 @@ def best_of(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(t / number for t in timer.repeat(repeat=repeat, number=number))
 
 
-def case(name: str) -> tuple[str, str]:
-    """The prompt, and the completion a model writes after it, both as the format writes them."""
-    fmt = cg.get_format(name)
-    user = [{"role": "user", "content": "Find me three flights."}]
-    prompt = fmt.render(user, tools=[TOOL], add_generation_prompt=True)
-    calls = [{"type": "function", "function": {"name": "search_flights", "arguments": a}} for a in CALLS]
-    answer = {"role": "assistant", "content": "Searching three routes.", "tool_calls": calls}
-    full = fmt.render([*user, answer], tools=[TOOL])
-    assert full.startswith(prompt), name
-    return prompt, full[len(prompt) :]
+def roles(fmt: cg.Format) -> set[str | None]:
+    """The roles of the format's message rules, structural roles included."""
+    return {s.role for s in fmt._c.shapes.values()}
+
+
+class Case:
+    """A prompt and the completion a model writes after it, as the format writes them, and the
+    answer ``parse_completion`` must read (``normalize`` shows what the template keeps of it).
+    What the format is given depends on what it writes. ``longer``: the answer's content and
+    each call's arguments that many times as long (the arguments hold copies of themselves)."""
+
+    def __init__(self, name: str, longer: int = 1) -> None:
+        fmt = self.fmt = cg.get_format(name)
+        tools = [TOOL] if "tool_def" in roles(fmt) else None
+        user = [{"role": "user", "content": "Find me three flights."}]
+        self.prompt = fmt.render(user, tools=tools, add_generation_prompt=True)
+        width = fmt._c.payloads.id_length or 9
+        ids = [f"call{k:0{width - 4}d}" for k in range(len(CALLS))]
+        calls = [self._call(a, i, longer) for a, i in zip(CALLS, ids, strict=True)]
+        answer = {"role": "assistant", "content": ANSWER * longer, "tool_calls": calls}
+        if not self._parallel(user, answer, tools):
+            answer["tool_calls"] = calls[:1]
+        full = fmt.render([*user, answer], tools=tools)
+        assert full.startswith(self.prompt), name
+        self.completion = full[len(self.prompt) :]
+        written = fmt.normalize([*user, answer], tools=tools)[-1]
+        self.answer = written.content
+        self.expected: list[Call] = [
+            (c["function"]["name"], c["function"]["arguments"], c.get("id")) for c in written.tool_calls or []
+        ]
+
+    @staticmethod
+    def _call(arguments: dict[str, Any], call_id: str, longer: int) -> dict[str, Any]:
+        if longer > 1:
+            arguments = {**arguments, "alternatives": [arguments] * (longer - 1)}
+        return {"type": "function", "id": call_id, "function": {"name": "search_flights", "arguments": arguments}}
+
+    def _parallel(self, user: list[dict[str, Any]], answer: dict[str, Any], tools: list[Any] | None) -> bool:
+        """Whether the format writes several calls in one answer."""
+        try:
+            self.fmt.render([*user, answer], tools=tools)
+        except cg.UnsupportedConversationError:
+            return False
+        return True
 
 
 def stream(name: str, prompt: str, completion: str, size: int) -> list[cg.Event]:
@@ -75,21 +124,59 @@ def stream(name: str, prompt: str, completion: str, size: int) -> list[cg.Event]
     return events + p.close()
 
 
-def streamed_calls(events: list[cg.Event]) -> list[tuple[str, Any]]:
+def streamed(events: list[cg.Event]) -> tuple[str, list[Call]]:
+    """The answer's content and its calls, as the events of the completion tell them (the events
+    of the prompt's last turn, decided by the completion's first characters, left out)."""
     names = {e.index: e.name for e in events if isinstance(e, cg.ToolCallStart)}
+    ids = {e.index: e.id for e in events if isinstance(e, cg.ToolCallEnd)}
     args: dict[int, list[str]] = {}
     for e in events:
         if isinstance(e, cg.ToolCallDelta):
             args.setdefault(e.index, []).append(e.arguments_text)
-    return [(names[i], json.loads("".join(args[i]))) for i in sorted(names)]
+    last = max(e.index for e in events if isinstance(e, cg.MessageStart))
+    content = "".join(e.text for e in events if isinstance(e, cg.ContentDelta) and e.index == last)
+    return content, [(names[i], json.loads("".join(args[i])), ids[i]) for i in sorted(names)]
 
 
-def regex_calls(completion: str) -> list[tuple[str, Any]]:
-    out = []
-    for body in HERMES.findall(completion):
-        call = json.loads(body)
-        out.append((call["name"], call["arguments"]))
-    return out
+def floor(fmt: cg.Format) -> Callable[[str], list[Call]] | None:
+    """A hand-written reader of the format's calls: each part before the arguments (the name,
+    the id) between the literals the grammar writes before it and before the next part, then the
+    JSON that follows (None: the arguments are not last, or a part has no literal before it)."""
+    order = fmt._c.payloads.call_order
+    before: dict[str, str] = {}
+    for shape in fmt._c.shapes.values():
+        k = next(i for i, p in enumerate(shape.regex) if not isinstance(p, str))
+        if shape.role in order and k and isinstance(shape.regex[k - 1], str):
+            before[shape.role] = unescape(shape.regex[k - 1])
+    if order[-1] != "tool_args" or set(before) != set(order):
+        return None
+    calls = re.compile("".join(re.escape(before[part]) + ("(.*?)" if part != "tool_args" else "") for part in order))
+    has_id = "tool_call_id" in order
+
+    def read(completion: str) -> list[Call]:
+        found = []
+        for m in calls.finditer(completion):
+            found.append((m[1], DECODER.raw_decode(completion, m.end())[0], m[2] if has_id else None))
+        return found
+
+    return read
+
+
+def check(case: Case, name: str) -> None:
+    """Every reading of the completion gives the answer and the calls it was rendered from."""
+    got = case.fmt.parse_completion(case.completion, prompt=case.prompt)
+    assert got.message is not None and not got.diagnostics, (name, got.diagnostics)
+    assert got.message.content == case.answer, name
+    calls = [(c["function"]["name"], c["function"]["arguments"], c.get("id")) for c in got.message.tool_calls or []]
+    assert calls == case.expected, (name, calls)
+    for size in (1, 16):
+        assert streamed(stream(name, case.prompt, case.completion, size)) == (case.answer, case.expected), name
+
+
+def time_stream(name: str, case: Case, size: int, repeat: int) -> float:
+    """Seconds to stream the completion (the prompt's feed, timed alone, taken out)."""
+    t = best_of(lambda: stream(name, case.prompt, case.completion, size), repeat)
+    return t - best_of(lambda: cg.StreamParser(name).feed(case.prompt), repeat)
 
 
 def main() -> None:
@@ -98,37 +185,37 @@ def main() -> None:
     ap.add_argument("--formats", default=None, help="comma-separated (default: every format that writes tool calls)")
     a = ap.parse_args()
     repeat = 3 if a.quick else 7
-    names = (
-        a.formats.split(",")
-        if a.formats
-        else [n for n in cg.formats() if "tool_call" in {s.role for s in cg.get_format(n)._c.shapes.values()}]
-    )
+    names = a.formats.split(",") if a.formats else [n for n in cg.formats() if "tool_call" in roles(cg.get_format(n))]
     print(f"Python {platform.python_version()} on {platform.machine()}; chatgrammar {cg.__version__}")
-    print(
-        f"{'format':<10} {'chars':>6} {'batch µs':>9} {'1-char µs':>10} {'x batch':>8} {'16-char µs':>11} "
-        f"{'x batch':>8} {'regex µs':>9}"
-    )
-    expected = [("search_flights", c) for c in CALLS]
+    print("µs per completion; (x) = that time / batch parse_completion; floor: regex + json, no checks\n")
+    head = f"{'format':<18} {'calls':>5} {'chars':>5} {'batch µs':>9} {'1-char µs':>16} {'16-char µs':>16}"
+    print(f"{head} {'floor µs':>14} {f'1-char, {LONGER}x text':>17}")
+    worst: dict[str, tuple[float, str]] = {}
     for name in names:
-        fmt = cg.get_format(name)
-        prompt, completion = case(name)
-        got = fmt.parse_completion(completion, prompt=prompt)
-        assert got.message is not None and not got.diagnostics
-        assert [(c["function"]["name"], c["function"]["arguments"]) for c in got.message.tool_calls or []] == expected
-        batch = best_of(lambda: fmt.parse_completion(completion, prompt=prompt), repeat)
-        row = [f"{name:<10}", f"{len(completion):>6}", f"{batch * 1e6:>9.0f}"]
-        for size in (1, 16):
-            assert streamed_calls(stream(name, prompt, completion, size)) == expected
-            t = best_of(lambda size=size: stream(name, prompt, completion, size), repeat)
-            # The prompt's feed is part of each run; time it alone and take it out.
-            t -= best_of(lambda: cg.StreamParser(name).feed(prompt), repeat)
-            row += [f"{t * 1e6:>{10 if size == 1 else 11}.0f}", f"{t / batch:>8.1f}"]
-        if "<tool_call>" in completion:
-            assert regex_calls(completion) == expected
-            row.append(f"{best_of(lambda: regex_calls(completion), repeat) * 1e6:>9.1f}")
+        case, long = Case(name), Case(name, LONGER)
+        check(case, name)
+        check(long, name)
+        batch = best_of(lambda case=case: case.fmt.parse_completion(case.completion, prompt=case.prompt), repeat)
+        row = [f"{name:<18}", f"{len(case.expected):>5}", f"{len(case.completion):>5}", f"{batch * 1e6:>9.0f}"]
+        streams = {size: time_stream(name, case, size, repeat) for size in (1, 16)}
+        for size, t in streams.items():
+            row.append(f"{t * 1e6:>8.0f} ({t / batch:>4.1f}x)")
+            worst[f"{size}-character chunks"] = max(worst.get(f"{size}-character chunks", (0, "")), (t / batch, name))
+        read = floor(case.fmt)
+        if read is not None and read(case.completion) == case.expected:
+            t = best_of(lambda read=read, case=case: read(case.completion), repeat)
+            row.append(f"{t * 1e6:>6.1f} ({t / batch:>5.3f}x)")
         else:
-            row.append(f"{'-':>9}")
+            row.append(f"{'-':>14}")
+        # The longer completion: its 1-character stream's time over the original's (~10 is linear).
+        growth = time_stream(name, long, 1, repeat) / streams[1]
+        chars = len(long.completion) / len(case.completion)
+        row.append(f"{chars:>5.1f}x chars {growth:>4.1f}x")
+        worst["10x text, time / chars"] = max(worst.get("10x text, time / chars", (0, "")), (growth / chars, name))
         print(" ".join(row))
+    print()
+    for what, (ratio, name) in worst.items():
+        print(f"highest, {what}: {ratio:.1f}x ({name})")
 
 
 if __name__ == "__main__":
