@@ -203,7 +203,8 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         beside_calls=spec.header.get("beside-calls"),
         beside_calls_error=spec.header.get("beside-calls-error"),
     )
-    if payloads.defs in JSON_DEFS:
+    payloads = dataclasses.replace(payloads, refused_names=_refuse_spelled_answers(start, rules))
+    if payloads.defs in JSON_DEFS and payloads.defs != "json-list":  # (a list its users write: any text)
         _json_shaped(start, TOOL_DEF, rules)
     if payloads.id_length is not None:
         _fixed_length(start, (TOOL_CALL_ID, TOOL_RESULT_ID), payloads.id_length, rules)
@@ -313,8 +314,8 @@ def _struct_marks(messages: list[Msg], tokens: list[str]) -> list[tuple[str, boo
     )
     marks: list[tuple[str, bool, bool, str | None]] = []
     for m in messages:
-        if m.role == TOOL_ARGS or not (m.rule != m.role or m.role in STRUCTURAL or m.role == "tool"):
-            continue
+        if m.role in (TOOL_ARGS, None) or not (m.rule != m.role or m.role in STRUCTURAL or m.role == "tool"):
+            continue  # (a generic message, any role's, is no structure)
         for lit in (n for n in walk(m.body) if isinstance(n, Lit)):
             if lit.text.strip() and lit.text not in plain and not any(t in lit.text for t in tokens):
                 part = m.role in (TOOL_CALL, REASONING) or (m.role == ASSISTANT and m.rule != m.role)
@@ -397,6 +398,37 @@ def _refuse_bare_structures(
         what = "one more tool definition (a JSON object, then a blank line)"
         checks[id(shapes[rule].content)] = [(re.compile(t).match, what) for t in texts]
     return checks
+
+
+def _refuse_spelled_answers(start: Node, rules: dict[int, SlotRules]) -> tuple[str, ...]:
+    """The names of tool calls whose call would spell a literal of an answer.
+
+    Functionary writes an answer's text after ``>>>all\n`` and each call as ``>>>`` + its name
+    + ``\n`` + its arguments: a call named ``all`` would read as the answer's text. The name
+    slot refuses such a name (so every reader takes the answer), and the calls that have one
+    are refused (``Payloads.refused_names``).
+    """
+    answers = {n.text for m in _messages(start) if m.role == ASSISTANT for n in walk(m.body) if isinstance(n, Lit)}
+    names: set[str] = set()
+    for m in _messages(start):
+        if m.role != TOOL_CALL:
+            continue
+        pieces = _pieces(m.body, unwrap=True)
+        k = next(i for i, p in enumerate(pieces) if not isinstance(p, str))
+        lead = "".join(p for p in pieces[:k] if isinstance(p, str))
+        slot = pieces[k][1]
+        assert isinstance(slot, Slot)
+        spelled = {
+            (text[len(lead) : len(text) - len(after)], after)
+            for text in answers
+            for after in rules[id(slot)].after
+            if lead and after and text.startswith(lead) and text.endswith(after) and len(text) > len(lead) + len(after)
+        }
+        if spelled:
+            guard = "(?!" + "|".join(f"{re_escape(w)}(?:{re_escape(a)}|\\Z)" for w, a in sorted(spelled)) + ")"
+            slot.pattern = rules[id(slot)].pattern = guard + slot.pattern
+            names |= {w for w, _ in spelled}
+    return tuple(sorted(names))
 
 
 def _refuse_longer_siblings(

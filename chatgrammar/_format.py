@@ -589,6 +589,14 @@ class Format:
                     )
                 return self._prepare_flat(variant, roles, contents, open_last, gen, date)
         ex = expand(msgs, tools, self._structural_roles(), variant.compiled.payloads, self.name)
+        key = self._header.get("tools-key")
+        if key and ex.defs and ex.roles[:1] != ["system"]:
+            raise UnsupportedConversationError(
+                f"{self.name}'s template reads the tool definitions (tools=...) from the {key!r} of a system message, "
+                "where chatgrammar writes them, in the first message, and this conversation does not start with a "
+                "system message: add one first (its content may be empty)",
+                format=self.name,
+            )
         first: RenderError | None = None
         for placed in ex.placements(self.name, self._header.get("tools-at", ["after-system"])):
             try:

@@ -67,8 +67,10 @@ HEADER_KEYS: dict[str, str] = {
     "tool-args": "how the template writes tool-call arguments: json (the default: arguments | tojson), raw-string "
     "(a string as it is, a value as JSON) or text (the template concatenates them: text only, read back as text)",
     "tool-defs": "how the template writes a tool definition: json (the default: tool | tojson), json-indent4, "
-    "function (its function object), typescript-harmony (OpenAI harmony's TypeScript-like type: it reads back as "
-    'its text), or fields and the fields the template writes of its function object: "name" '
+    "function (its function object), json-list (the whole list as one text, as json.dumps(tools) writes it), "
+    "typescript-harmony (OpenAI harmony's TypeScript-like type: it reads back as its text), typescript-functionary "
+    "(Functionary's TypeScript declaration: it reads back as its text), "
+    'or fields and the fields the template writes of its function object: "name" '
     "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant)",
     "call-type": "the terminal holding the type the template writes for each tool call (the grammar writes it as "
     "that literal): a call of another type, or of none, is refused",
@@ -86,6 +88,9 @@ HEADER_KEYS: dict[str, str] = {
     "without calls) whose name it writes",
     "reasoning-field": "the message key the template reads an assistant's thinking from, when not reasoning_content "
     "(render takes it as another name of reasoning_content; the tests pass reasoning_content to the template so)",
+    "tools-key": "the key of a system message the template reads the tool definitions from, as a text its users "
+    "write (json.dumps(tools)), instead of its tools variable: render writes tools=... there, in the first message, "
+    "and refuses them when that is not a system message",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
     "description": "one line saying what the format is",

@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ._compiler import ASSISTANT, Compiled
 from ._errors import ParseError
-from ._ir import UNWRITTEN, Gen, Lit, Msg, Node, Opt, Seq, Slot
+from ._ir import UNWRITTEN, Gen, Lit, Msg, Node, Opt, Seq, Slot, walk
 from ._message import Message, make_message
 from ._patterns import date_check, re_escape
 from ._render import ROLE_TRANSFORMS
@@ -50,6 +50,7 @@ class _Names:
     def __init__(self) -> None:
         self.literals: dict[str, str] = {}  # text -> name
         self.slots: dict[str, str] = {}  # pattern -> name
+        self.ends: dict[str, str] = {}  # text -> name of the literal read only where it ends the text
         self.shown: dict[str, str] = {_END: "end of text"}
         self.fields: dict[str, str] = {}
 
@@ -59,6 +60,14 @@ class _Names:
             self.literals[text] = name
             self.shown[name] = json.dumps(text, ensure_ascii=False)
         return self.literals[text]
+
+    def literal_at_end(self, text: str) -> str:
+        """A literal read only where it ends the text (the generation prompt's last one)."""
+        if text not in self.ends:
+            name = f"_E{len(self.ends)}"
+            self.ends[text] = name
+            self.shown[name] = json.dumps(text, ensure_ascii=False)
+        return self.ends[text]
 
     def slot(self, slot: Slot, after: list[str] | None = None, may_end: bool = True) -> str:
         # With ``after``, the slot's token must be followed by what can follow the slot (or
@@ -151,7 +160,13 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
         elif isinstance(atom, Gen):
             sym = "gen"
             if "gen" not in rules:
-                rules["gen"] = [body(atom.body, unwrap=True)]
+                # The prompt ends the text: its last literal is read only there, so that a turn
+                # it begins (Functionary's ">>>", then a call's name) is not taken for it.
+                leaves = [x for x in walk(atom.body) if isinstance(x, (Lit, Slot))]
+                syms = [body(x) for x in leaves]
+                if leaves and isinstance(leaves[-1], Lit):
+                    syms[-1] = names.literal_at_end(leaves[-1].text)
+                rules["gen"] = [" ".join(x for x in syms if x)]
                 callbacks["gen"] = _generation_callback(compiled, names)
         else:
             assert isinstance(atom, Msg)
@@ -183,6 +198,7 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
     lines = [f"{name}: {' | '.join(alts)}" for name, alts in rules.items()]
     lines += [f"{name}: {_lark_string(text)}" for text, name in names.literals.items()]
     slots = list(names.slots.items())
+    lines += [f"{name}.{len(slots) + 1}: /{re_escape(text)}\\Z/" for text, name in names.ends.items()]
     for k, (key, name) in enumerate(slots):
         pattern = key.split(":", 1)[1]  # re_escape wrote "/" as "\\/" already
         # Slots are tried before literals, as the scanner reads a slot first, and among

@@ -69,8 +69,8 @@ __all__ = [
 ]
 
 ARGS_MODES = ("json", "raw-string", "text")
-JSON_DEFS = frozenset(("json", "json-indent4", "function", "fields"))  # modes whose definitions read back as JSON
-DEFS_MODES = ("json", "json-indent4", "function", "fields", "typescript-harmony")
+JSON_DEFS = frozenset(("json", "json-indent4", "function", "fields", "json-list"))  # definitions read back as JSON
+DEFS_MODES = ("json", "json-indent4", "function", "fields", "json-list", "typescript-harmony", "typescript-functionary")
 CALL_IDS = ("given", "index")  # how call ids are written: as given, or as the running index
 NONCANONICAL = "noncanonical"  # a payload that is JSON, but not written as the template writes it
 
@@ -128,6 +128,7 @@ class Payloads:
     result_error: str | None = None  # the template's reason when a result has no call before it
     beside_calls: str | None = None  # "reasoning": an answer's content beside its calls is written as its reasoning
     beside_calls_error: str | None = None  # the template's reason when such an answer has both
+    refused_names: tuple[str, ...] = ()  # call names whose call would read as an answer's text
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
@@ -143,10 +144,25 @@ class Payloads:
         except (TypeError, ValueError) as e:
             raise RenderError(f"{where}: the arguments are not JSON ({e})") from None
 
+    def tool_texts(self, tools: Sequence[Any]) -> list[str]:
+        """The definitions as the template writes them: one text each, or one for the list (``json-list``;
+        a list of one text is that text)."""
+        if self.defs != "json-list":
+            return [self.tool_text(t, k) for k, t in enumerate(tools)]
+        if len(tools) == 1 and isinstance(tools[0], str):
+            return [tools[0]]
+        return ["[" + ", ".join(self.tool_text(t, k) for k, t in enumerate(tools)) + "]"]
+
     def tool_text(self, tool: Any, k: int) -> str:
-        """A tool definition as the template writes it; one given as text is written as it is."""
+        """A tool definition as the template writes it (in ``json-list`` mode, as the list writes it);
+        one given as text is written as it is."""
         if isinstance(tool, str):
             return tool
+        if self.defs == "json-list":
+            try:
+                return json.dumps(tool)
+            except (TypeError, ValueError) as e:
+                raise RenderError(f"tool {k} is not JSON ({e})") from None
         if self.defs == "typescript-harmony":
             try:
                 return typescript(tool)
@@ -155,6 +171,8 @@ class Payloads:
                     f"tool {k}: the template cannot write this definition ({e}); give the definition "
                     "a 'function' with a string 'name' and 'description', and JSON-schema parameters"
                 ) from None
+        if self.defs == "typescript-functionary":
+            return _functionary_tool(tool, k)
         if self.defs == "function":
             if not isinstance(tool, dict) or list(tool) != ["type", "function"] or tool["type"] != "function":
                 raise UnsupportedConversationError(
@@ -228,6 +246,21 @@ class Payloads:
             problem = _decoded(raw, False, None)[1]
             return raw, problem
         return _decoded(raw, canonical, None)
+
+    def read_tools(self, raw: str, canonical: bool) -> tuple[list[Any], ValueError | str | None]:
+        """A definition's text (the list's, in ``json-list`` mode) -> (the definitions, what is wrong with them)."""
+        if self.defs != "json-list":
+            value, problem = self.read_tool(raw, canonical)
+            return [value], problem
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            return [raw], e
+        except RecursionError:
+            return [raw], ValueError("nested too deep")
+        if not isinstance(value, list):
+            return [raw], ValueError("JSON, but not a list")
+        return value, NONCANONICAL if canonical and json.dumps(value) != raw else None
 
     def read_tool(self, raw: str, canonical: bool) -> tuple[Any, ValueError | str | None]:
         """A definition as written -> (its value, what is wrong with it); a TypeScript one is its text."""
@@ -324,7 +357,7 @@ _INDENT = " " * 16  # written before each property's type in a nested object
 _DEFAULT_INDENT = " " * 20  # written before a oneOf variant's default
 
 
-def _get(value: Any, key: str) -> Any:
+def _get(value: Any, key: Any) -> Any:
     return value.get(key, _UNDEFINED) if isinstance(value, Mapping) else _UNDEFINED
 
 
@@ -456,3 +489,284 @@ def typescript(tool: Any) -> str:
                 line += ", // default: " + _json(default)
         lines.append(line + ",\n")
     return head + "(_: {\n" + "".join(lines) + "}) => any;"
+
+
+# -- TypeScript tool definitions (Functionary) -------------------------------------------------
+#
+# A port of the macros of Functionary's template (``generate_schema_from_functions`` and the
+# macros it calls), one function each, Jinja's semantics included: ``x["k"]`` of a missing key
+# is undefined (false; written as nothing; an error where the template adds it to text or
+# calls it), ``{{ x }}`` and ``~`` write ``str(x)``, ``+`` joins texts only, ``.get`` and
+# ``.items`` need a mapping, a macro that writes nothing returns "".
+
+_NONE = "<|NONE|>"  # the macros' marker for "no comment", "no format"
+_BOUNDS = (
+    ("maximum", "Maximum"),
+    ("minimum", "Minimum"),
+    ("maxLength", "Maximum length"),
+    ("minLength", "Minimum length"),
+)
+
+
+def _plus(*parts: Any) -> str:
+    """Jinja's ``a + b + ...`` where the template writes text: every part must be a text."""
+    for p in parts:
+        if not isinstance(p, str):
+            raise _Raises(f"it adds {'an undefined value' if p is _UNDEFINED else type(p).__name__} to a text")
+    return "".join(parts)
+
+
+def _str(value: Any) -> str:
+    """``{{ value }}`` and ``~``: str(value), an undefined value written as nothing."""
+    return "" if value is _UNDEFINED else str(value)
+
+
+def _fget(value: Any, key: str, default: Any) -> Any:
+    """``value.get(key, default)``: only a mapping has it."""
+    if not isinstance(value, Mapping):
+        raise _Raises(f"it calls .get on a {type(value).__name__}")
+    return value.get(key, default)
+
+
+def _in(key: Any, container: Any) -> bool:
+    """``key in container``."""
+    try:
+        return key in container
+    except TypeError:
+        raise _Raises(f"it tests membership in a {type(container).__name__}") from None
+
+
+def _item(value: Any, key: str) -> Any:
+    """``value[key]``: a mapping's value or undefined (a text's ``format`` is a method: refused)."""
+    if value is _UNDEFINED or (isinstance(value, str) and key == "format"):
+        raise _Raises(f"it reads {key!r} of {'an undefined value' if value is _UNDEFINED else 'a text'}")
+    return _get(value, key)
+
+
+def _each(value: Any, what: str) -> list[Any]:
+    """``for x in value``: an undefined value has nothing in it."""
+    return [] if value is _UNDEFINED else _items(value, what)
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _length(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        raise _Raises(f"it takes the length of a {type(value).__name__}") from None
+
+
+def _offset(depth: int) -> str:
+    return "    " * depth if depth >= 1 else ""
+
+
+def _example(example: Any) -> str:
+    return "// " + _str(example).replace("'", '"')
+
+
+def _fn_convert_data_type(param_type: Any) -> str:
+    return "number" if param_type in ("integer", "float") else _str(param_type)
+
+
+def _fn_param_type(param: Any) -> str:
+    if _in("type", param):
+        raw = _item(param, "type")
+        if _iterable(raw) and not isinstance(raw, str):
+            raw = " | ".join(map(_str, raw))
+        return _fn_convert_data_type(raw)
+    if _in("oneOf", param):
+        seen: dict[Any, Any] = {}  # Jinja's unique: the first of each, texts compared lower-cased
+        variants = _item(param, "oneOf")
+        try:
+            for item in _items(variants, "'oneOf'") if _true(variants) else []:  # selectattr skips a false one
+                t = _get(item, "type")
+                if t is not _UNDEFINED:
+                    seen.setdefault(t.lower() if isinstance(t, str) else t, t)
+        except TypeError as e:
+            raise _Raises(f"its 'oneOf' ({e})") from None
+        return _fn_convert_data_type(" | ".join(map(_str, seen.values())))
+    return ""
+
+
+def _fn_format(param: Any) -> str:
+    if _in("format", param):
+        return _str(_item(param, "format"))
+    if _in("oneOf", param):
+        items = param["oneOf"]
+        out = ""
+        for item in _items(items, "'oneOf'"):
+            if _in("format", item):
+                last = _get(items, -1) if isinstance(items, Mapping) else items[-1]
+                value = _item(item, "format")
+                out += _str(value) if value == _item(last, "format") else _plus(value, " or ")
+        return out
+    return _NONE
+
+
+def _fn_param_info(param: Any) -> str:
+    param_type = _fget(param, "type", "any")
+    fmt = _fn_format(param)
+    if not (
+        _in("description", param)
+        or _in("default", param)
+        or fmt != _NONE
+        or any(_true(_item(param, f)) for f, _ in _BOUNDS)
+    ):
+        return _NONE
+    out = "//"
+    if _in("description", param):
+        desc = _item(param, "description")
+        if not isinstance(desc, str):
+            raise _Raises(f"a parameter's description is a {type(desc).__name__}, not a text")
+        out += " " + (desc if desc.endswith(".") else desc + ".")
+    if _in("default", param):
+        default = _str(_item(param, "default"))
+        out += " Default=" + ('"' + default + '"' if param_type == "string" else default) + "."
+    if fmt != _NONE:
+        out += " Format=" + fmt
+    return out + "".join(" " + label + "=" + _str(_item(param, f)) for f, label in _BOUNDS if _in(f, param))
+
+
+def _fn_enum(options: Any) -> str:
+    out = ""
+    values = _each(options, "'enum'")
+    last = _get(options, -1) if isinstance(options, Mapping) else values[-1] if values else _UNDEFINED
+    for v in values:
+        out += '"' + v + '"' if isinstance(v, str) else _str(v)
+        if _length(options) > 0 and v != last:
+            out += " | "
+    return out
+
+
+def _fn_declared(declaration: str, comment: str, examples: list[Any], depth: int) -> str:
+    """``append_new_param_info``: the comment and (only with it) the examples, then the declaration."""
+    offset = _offset(depth)
+    out = ""
+    if comment != _NONE:
+        out += "\n" + offset + comment + "".join("\n" + offset + _example(e) for e in examples)
+    return out + "\n" + offset + declaration
+
+
+def _fn_array(name: str | None, param: Any, depth: int) -> str:
+    offset = _offset(depth)
+    items = _fget(param, "items", {})
+    if _length(items) == 0:
+        return _plus("\n", offset, name, ": []") if name else "\n" + offset + "[]"
+    kind = _fn_param_type(items)
+    if kind == "object":
+        head = _plus("\n", offset, name, ": {") if name else "\n" + offset + "{"
+        body = _fn_params(_fget(items, "properties", {}), _fget(items, "required", []), depth + 1)
+        return head + body + "\n" + offset + "}[]"
+    if kind == "array":
+        inner = _fn_array(None, items, depth + 1)
+        return "\n" + inner + "[]" if not name else "\n" + offset + name + ": " + inner.strip() + "[]"
+    if _in("enum", items):
+        union = _fn_enum(_item(items, "enum"))
+        return "(" + union + ")[]" if name is None else "\n" + offset + name + ": (" + union + ")[]"
+    return "\n" + kind + "[]" if name is None else "\n" + offset + name + ": " + kind + "[],"
+
+
+def _fn_params(properties: Any, required: Any, depth: int) -> str:
+    """``get_parameter_typescript``: one declaration per property (a property not a mapping is skipped)."""
+    if not isinstance(properties, Mapping):
+        raise _Raises(f"it calls .items on a {type(properties).__name__}")
+    out = ""
+    offset = _offset(depth)
+    for name, param in properties.items():
+        if not isinstance(param, Mapping):
+            continue
+        if not isinstance(name, str):
+            raise _Raises(f"a property's name is a {type(name).__name__}, not a text")
+        comment = _fn_param_info(param)
+        examples: list[Any] = []
+        if _in("examples", param):
+            given = param["examples"]
+            if not isinstance(given, list):
+                raise _Raises(f"the examples of {name!r} are a {type(given).__name__}, not a list")
+            examples = [_plus("Example ", name, ":"), *given]
+        declaration = name + "?" if _iterable(required) and not _in(name, required) else name
+        kind = _fn_param_type(param)
+        if kind == "object":
+            if comment != _NONE:
+                out += "\n" + offset + comment
+            out += "".join("\n" + offset + _example(e) for e in examples)
+            out += "\n" + offset + declaration + ": {"
+            out += _fn_params(_fget(param, "properties", {}), _fget(param, "required", []), depth + 1)
+            out += "\n" + offset + "},"
+        elif kind == "array":
+            if not _in("type", _fget(param, "items", {})):
+                out += _fn_declared(declaration + ": [],", comment, examples, depth)
+            else:
+                if comment != _NONE:
+                    out += "\n" + offset + comment
+                out += "".join("\n" + offset + _example(e) for e in examples)
+                array = _fn_array(declaration, param, depth)
+                out += array if array.endswith(",") else array + ","
+        else:
+            if _in("enum", param):
+                kind = _fn_enum(_item(param, "enum"))
+            if _in("nullable", param) and _true(_item(param, "nullable")):
+                kind += " | null"
+            out += _fn_declared(declaration + ": " + kind + ",", comment, examples, depth)
+    return out
+
+
+def typescript_functionary(tool: Any) -> str | None:
+    """A tool definition as Functionary's template writes it in its ``functions`` namespace (its
+    ``generate_schema_from_functions``), without the blank line after it; None where the template
+    writes nothing (a definition without a name); raises ``_Raises`` where the template raises.
+
+    >>> print(typescript_functionary({"type": "function", "function": {"name": "now", "description": "The time",
+    ...     "parameters": {"type": "object", "properties": {"tz": {"type": "string", "description": "Zone"},
+    ...     "days": {"type": "integer", "default": 1}}, "required": ["tz"]}}}))
+    // The time
+    type now = (_: {
+    // Zone.
+    tz: string,
+    // Default=1.
+    days?: number,
+    }) => any;
+    """
+    function = tool
+    if _true(_fget(tool, "function", _UNDEFINED)):
+        function = tool["function"]
+    name = _fget(function, "name", _UNDEFINED)
+    if not _true(name):
+        return None
+    description = _fget(function, "description", "")
+    parameters = _fget(function, "parameters", {})
+    head = _plus("// ", description, "\n", "type ", name)
+    if _true(parameters) and _true(_fget(parameters, "properties", _UNDEFINED)):
+        properties = parameters["properties"]
+        return head + " = (_: {" + _fn_params(properties, _fget(parameters, "required", []), 0) + "\n}) => any;"
+    return head + " = () => any;"
+
+
+def _functionary_tool(tool: Any, k: int) -> str:
+    """A definition as ``typescript-functionary`` writes it, refused where the template writes it
+    otherwise than as its text in the namespace (nothing, or a further system turn) or raises."""
+    if _get(tool, "type") == "code_interpreter":
+        raise UnsupportedConversationError(
+            f"tool {k} is a code interpreter, for which the template writes a further system turn of "
+            "instructions that chatgrammar does not write; remove it"
+        )
+    try:
+        text = typescript_functionary(tool)
+    except _Raises as e:
+        raise UnsupportedConversationError(
+            f"tool {k}: the template cannot write this definition ({e}); give it a 'function' with a string "
+            "'name' and 'description', and JSON-schema parameters"
+        ) from None
+    if text is None:
+        raise UnsupportedConversationError(
+            f"tool {k} has no name, and the template writes nothing for it (it would not read back); "
+            "give its function a 'name', or remove it"
+        )
+    return text

@@ -79,7 +79,7 @@ class Reader:
         self.table: list[list[Any] | None] = []  # per state: [match, actions] (see _scanner.Alternation)
         for state in range(len(dfa.transitions)):
             turns, gens, lits = scanner._alternatives(state, 0)
-            alts = turns + gens + lits
+            alts = gens + turns + lits  # as the scanner orders them
             self.alts.append(alts)
             table = _alternation(alts, compiled.date_format, marks=True)
             self.table.append(table)

@@ -77,7 +77,7 @@ class Plan:
     fast_models: Callable[[list[Any], tuple[str, ...]], str | None]
     build: Build
     open_bare: bool = False  # the open last turn is written as its bare content, with no literal of its own
-    open_marked: bool = False  # the open last turn reads differently from a complete one (text follows content)
+    open_marked: bool = False  # the open last turn reads back open (text follows its content, or must)
 
 
 class Planner:
@@ -255,7 +255,10 @@ class Planner:
                         role_forms[i] = _role_reading(shape.role_slot.transform)
                 if is_open:
                     open_check = re.compile(shape.content.pattern).fullmatch
-                    open_bare, open_marked = shape.open_bare, shape.text_after_content
+                    # It reads back open when text follows its content, or when the text cannot
+                    # end after it complete (Functionary's arguments, then ">>>" or the turn's end).
+                    ends = shape.text_after_content or "" not in c.rules[id(shape.content)].after
+                    open_bare, open_marked = shape.open_bare, ends
         merged = _merge(pieces)
         guards = dict(zip(contents, (c.guards[id(s)] for s in slots), strict=True))
         if len(roles) <= _CODEGEN_LIMIT and not open_last:

@@ -49,10 +49,11 @@ class Scanner:
         }
         for state in range(len(dfa.transitions)):
             turns, gens, lits = self._alternatives(state, 0)
-            # Each turn complete, then left open (only at the end of the text), in grammar
-            # order; then the generation prompt; a bare literal last, when nothing that
-            # follows it matched with it.
-            self.table.append(_alternation(turns + gens + lits, compiled.date_format))
+            # The generation prompt first, where it ends the text (a turn it begins, as
+            # Functionary's ">>>" begins a call, is not read for it); then each turn complete,
+            # then left open (only at the end of the text), in grammar order; a bare literal
+            # last, when nothing that follows it matched with it.
+            self.table.append(_alternation(gens + turns + lits, compiled.date_format))
         # Link each action to the entry of the state it leads to: [match, actions, accepting].
         entries: list[list[Any] | None] = [
             [*t, acc] if t else None for t, acc in zip(self.table, self.accepting, strict=True)
@@ -92,8 +93,11 @@ class Scanner:
                 regex = shape.regex
                 if not shape.text_after_content:
                     # Nothing of the message's own ends its content: what may follow it must
-                    # (DeepSeek's system text, then a user turn or the end; not an answer).
-                    regex = [*regex, _followed_by(compiled.rules[id(shape.content)].after)]
+                    # (DeepSeek's system text, then a user turn or the end; not an answer), and
+                    # written empty, not what its optional part would have begun with
+                    # (Functionary's answer, ">>>all\n" + text, before a call's ">>>").
+                    after = compiled.rules[id(shape.content)].after
+                    regex = [*regex, *_not_followed_by(shape.pieces), _followed_by(after)]
                 elif shape.ends_with_content and (leads := self._leads(t.target)) is not None:
                     # Written empty it has no literal after its head: what follows tells it apart
                     # (an answer before its tool calls, from a plain answer).
@@ -109,7 +113,8 @@ class Scanner:
                     turns.append(complete)
             elif isinstance(a, Gen):
                 role = None if compiled.gen_role_slot is not None else ASSISTANT
-                gens.append((compiled.gen_regex, (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None), 0))
+                action = (_GEN, t.target, role, _inverse(compiled.gen_role_slot), None)
+                gens.append(([*compiled.gen_regex, r"\Z"], action, 0))
         if compiled.structural:
             turns = self._specific_first(turns)
         return turns, gens, lits
@@ -216,6 +221,14 @@ class Scanner:
                 return out
             pos = m.end()
         return out if entry is None or entry[2] else None
+
+
+def _not_followed_by(pieces: list[Any]) -> list[str]:
+    """A lookahead refusing the literal an optional part holding the content begins with."""
+    for p in pieces:
+        if isinstance(p, tuple) and p[0] == "?" and p[2] and isinstance(p[2][0], str):
+            return [f"(?!{re_escape(p[2][0])})"]
+    return []
 
 
 def _followed_by(after: list[str]) -> str:

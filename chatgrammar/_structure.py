@@ -193,6 +193,14 @@ def expand(
                 )
             for k, call in enumerate(calls):
                 fname, args = _call(call, i, k)
+                if fname in payloads.refused_names:
+                    raise UnsupportedConversationError(
+                        f"message {i}: tool call {k} is named {fname!r}, and {name} writes a call with that name as "
+                        "it writes the start of an answer's text: it would read back as text, not as a call. "
+                        "Rename the function",
+                        index=i,
+                        format=name,
+                    )
                 try:
                     payloads.type_check(call, f"tool call {k}", name)
                     if not complete and k == len(calls) - 1 and isinstance(args, str):
@@ -238,7 +246,7 @@ def expand(
             raise UnsupportedConversationError(f"{name} does not write tool definitions (tools=...)", format=name)
         if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Iterable):
             raise RenderError(f"tools must be a list of JSON schemas, not {type(tools).__name__}")
-        out.defs = [payloads.tool_text(t, k) for k, t in enumerate(tools)]
+        out.defs = payloads.tool_texts(list(tools))
     return out
 
 
@@ -377,14 +385,12 @@ def collapse(
         if role == TOOL_DEF:
             tools = tools if tools is not None else []
             # A definition cut short (a truncated text) is kept as the text so far.
-            tool, problem = payloads.read_tool(m.content, canonical) if m.complete else (m.content, None)
-            tools.append(tool)
+            read, problem = payloads.read_tools(m.content, canonical) if m.complete else ([m.content], None)
             if problem is not None:
                 problems += 1
                 if text is not None and sp is not None:
-                    diags.append(
-                        _diagnostic(problem, text, sp, f"tool definition {len(tools) - 1}", None, "invalid-tool")
-                    )
+                    diags.append(_diagnostic(problem, text, sp, f"tool definition {len(tools)}", None, "invalid-tool"))
+            tools += read
             k += 1
             continue
         if role in (TOOL_RESULT_ID, TOOL_RESULT_NAME):

@@ -164,10 +164,11 @@ def conversations(
             role = shape.role or draw(st.sampled_from([r for r in generic_roles[state] if not planner.refused(r)]))
             if role == TOOL_RESULT_NAME:  # the name of the call it answers: the last one
                 text = next(m.content for m in reversed(msgs) if m.role == TOOL_CALL)
-            elif role == TOOL_DEF:
-                tool = draw(_TOOL.filter(lambda t: _writable(c.payloads, t)))
-                text = c.payloads.tool_text(tool, 0)
-                drawn[text] = tool
+            elif role == TOOL_DEF:  # one definition, or the whole list (json-list)
+                most = 3 if c.payloads.defs == "json-list" else 1
+                listed = draw(st.lists(_TOOL.filter(lambda t: _writable(c.payloads, t)), min_size=1, max_size=most))
+                text = c.payloads.tool_texts(listed)[0]
+                drawn[text] = listed[0]
             elif c.payloads.beside_calls and shape.content.transform == "drop" and msgs and msgs[-1].role == REASONING:
                 text = ""  # the content beside calls is written as the reasoning: not both
             else:

@@ -81,6 +81,8 @@ def render(
 
     ``options`` are passed to the template as its variables (enable_thinking...); reasoning_content is
     passed as the key the template reads (the grammar's ``reasoning-field``: gpt-oss reads ``thinking``).
+    Where the template reads the tools from a system message's key (the grammar's ``tools-key``: Phi-4-mini),
+    they are given as its users give them: ``json.dumps(tools)`` there, in the first message.
     """
     e = entry_for(fmt)
     kwargs = dict(
@@ -90,12 +92,15 @@ def render(
         **e.get("render_kwargs", {}),
         **(options or {}),
     )
-    if tools is not None:
+    key = fmt._header.get("tools-key")
+    if tools is not None and not key:
         kwargs["tools"] = tools
     none = fmt._header.get("calls-content") == "none"
     # The thinking, under the key the template reads it from (the grammar's reasoning-field).
     field = fmt._header.get("reasoning-field", "reasoning_content")
     dicts = [{field if k == "reasoning_content" else k: v for k, v in _as_given(m, none).items()} for m in messages]
+    if tools and key and dicts and dicts[0]["role"] == "system":
+        dicts[0][key] = json.dumps(tools)
     src = _source(e["template_file"])
     if messages and not messages[-1].complete:
         if not messages[-1].content:  # an open turn with nothing in it is the generation prompt

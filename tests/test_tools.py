@@ -1146,3 +1146,188 @@ def test_gpt_oss_reads_the_calls_harmony_documents(call: str, thought: bool) -> 
     again = GPT_OSS.render(transcript)
     assert GPT_OSS.parse(again) == transcript
     assert again.endswith(HARMONY_CALLS[-1]) and (again == prompt + completion) == (call == HARMONY_CALLS[-1])
+
+
+# -- Functionary v3.2 and Phi-4-mini -----------------------------------------------------------
+
+# Definitions that take each branch of Functionary's TypeScript macros: descriptions with and
+# without their final period, defaults (a string's quoted), bounds (0 is no comment alone),
+# examples (written after a comment only, except for objects and arrays), enums, nullable, integer
+# and float as number, a type list, oneOf (its formats; with none, an empty "Format="), nested
+# objects, arrays of objects, of arrays and of enums, items without a type, a non-mapping property
+# (skipped), and a tool given as its function object, with no description and no parameters.
+QUIRKY_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the catalogue.",
+            "parameters": {
+                "type": "object",
+                "required": ["query", "filters"],
+                "properties": {
+                    "query": {"type": "string", "description": "What to look for", "examples": ["red 'shoes'", 3]},
+                    "limit": {"type": "integer", "default": 10, "maximum": 50, "minimum": 0},
+                    "only": {"type": "number", "maximum": 0},
+                    "lang": {"type": "string", "default": "en", "enum": ["en", "fr", 1], "nullable": True},
+                    "ratio": {"type": "float", "examples": ["ignored without a comment"]},
+                    "kind": {"type": ["string", "null"], "format": "uri"},
+                    "when": {"oneOf": [{"type": "string", "format": "date"}, {"type": "integer", "format": "epoch"}]},
+                    "any": {"oneOf": [{"type": "string"}, {"type": "String"}, {"description": "untyped"}]},
+                    "filters": {
+                        "type": "object",
+                        "description": "Filters.",
+                        "examples": [{"size": 9}],
+                        "properties": {
+                            "size": {"type": "integer", "description": "EU size"},
+                            "tags": {"type": "array", "items": {"type": "string"}, "description": "Tags"},
+                            "grid": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                            "picks": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+                        },
+                    },
+                    "rows": {
+                        "type": "array",
+                        "items": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]},
+                    },
+                    "raw": {"type": "array", "items": {}, "description": "Anything"},
+                    "loose": {"type": "array"},
+                    "skipped": "not a mapping",
+                },
+            },
+        },
+    },
+    {"name": "ping"},
+]
+
+
+def test_functionary_writes_typescript_definitions_as_its_template() -> None:
+    fmt = cg.get_format("functionary-v3.2")
+    msgs = [{"role": "user", "content": "Find shoes."}]
+    text = fmt.render(msgs, tools=QUIRKY_TOOLS, add_generation_prompt=True)
+    assert text == reference.render(fmt, [cg.Message(**m) for m in msgs], True, tools=QUIRKY_TOOLS)
+    # oneOf without formats: an empty "Format="; its types unique, case-insensitively. No description: "// ".
+    assert "// Format=\nany?: string,\n" in text and "// \ntype ping = () => any;" in text
+    back = fmt.parse(text)
+    assert back.tools == [fmt._c.payloads.tool_text(t, k) for k, t in enumerate(QUIRKY_TOOLS)]
+    assert fmt.render(back) == text
+
+
+@pytest.mark.parametrize(
+    ("tool", "why"),
+    [
+        ({"type": "function", "function": {"name": "f", "description": None}}, "adds NoneType to a text"),
+        ({"type": "function", "function": {"name": 5}}, "adds int to a text"),
+        (
+            {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "string", "description": 1}}}},
+            "description is a int",
+        ),
+    ],
+)
+def test_functionary_refuses_the_definitions_its_template_raises_on(tool: dict[str, Any], why: str) -> None:
+    fmt = cg.get_format("functionary-v3.2")
+    msgs = [cg.Message(role="user", content="Hi")]
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(fmt, msgs, tools=[tool])
+    with pytest.raises(cg.UnsupportedConversationError, match=why):
+        fmt.render(msgs, tools=[tool])
+
+
+def test_functionary_refuses_the_definitions_its_template_writes_otherwise() -> None:
+    fmt = cg.get_format("functionary-v3.2")
+    msgs = [cg.Message(role="user", content="Hi")]
+    # A tool with no name: the template writes nothing for it, which would not read back.
+    nameless = {"type": "function", "function": {"description": "No name."}}
+    assert reference.render(fmt, msgs, tools=[nameless]) == reference.render(fmt, msgs, tools=[])
+    with pytest.raises(cg.UnsupportedConversationError, match="has no name"):
+        fmt.render(msgs, tools=[nameless])
+    # A code interpreter: the template writes a further system turn of instructions.
+    interpreter = {"type": "code_interpreter"}
+    assert "Jupyter" in reference.render(fmt, msgs, tools=[interpreter])
+    with pytest.raises(cg.UnsupportedConversationError, match="code interpreter"):
+        fmt.render(msgs, tools=[interpreter])
+
+
+def test_functionary_calls_that_would_read_as_text_are_refused() -> None:
+    fmt = cg.get_format("functionary-v3.2")
+    user = {"role": "user", "content": "Hi"}
+
+    def answer(content: str, *calls: tuple[str, Any]) -> dict[str, Any]:
+        return {"role": "assistant", "content": content, "tool_calls": [_call(n, a) for n, a in calls]}
+
+    # The template writes a call named "all" as it writes an answer's text: it reads back as text.
+    named_all = [user, answer("", ("all", "Hello"))]
+    theirs = reference.render(fmt, [cg.Message(**m) for m in named_all])
+    assert fmt.parse(theirs)[-1] == cg.Message(role="assistant", content="Hello")
+    with pytest.raises(cg.UnsupportedConversationError, match="named 'all'.*Rename the function") as e:
+        fmt.render(named_all)
+    assert e.value.index == 1
+    # Arguments (and an answer's text before calls) end at the next ">>>": holding one, they would not.
+    for msgs in ([user, answer("", ("f", '{"x": ">>>g"}'))], [user, answer("See >>>f\n{}", ("f", "{}"))]):
+        with pytest.raises(cg.UnsafeContentError, match="'>>>'"):
+            fmt.render(msgs)
+    # The template concatenates the arguments as text, and raises on a dict.
+    with pytest.raises(reference.TemplateRaised):
+        reference.render(fmt, [cg.Message(**user), cg.Message(**answer("", ("f", {"x": 1})))])
+    with pytest.raises(cg.UnsupportedConversationError, match="give them as a JSON string"):
+        fmt.render([user, answer("", ("f", {"x": 1}))])
+
+
+def test_functionary_reads_what_the_model_writes_after_its_prompt() -> None:
+    fmt = cg.get_format("functionary-v3.2")
+    prompt = fmt.render([{"role": "user", "content": "Weather?"}], tools=[WEATHER], add_generation_prompt=True)
+    assert prompt.endswith(">>>")  # the model writes "all" and its answer, or a function's name
+    cases = {
+        "all\nIt is sunny.<|eot_id|>": cg.Message(role="assistant", content="It is sunny."),
+        'get_weather\n{"city": "Paris"}<|eot_id|>': cg.Message(
+            role="assistant", content="", tool_calls=[_call("get_weather", '{"city": "Paris"}')]
+        ),
+        'all\nChecking.>>>get_weather\n{"city": "Paris"}>>>get_time\n{}<|eot_id|>': cg.Message(
+            role="assistant",
+            content="Checking.",
+            tool_calls=[_call("get_weather", '{"city": "Paris"}'), _call("get_time", "{}")],
+        ),
+    }
+    for out, message in cases.items():
+        assert cg.parse_completion(out, fmt, prompt=prompt).message == message
+        assert (
+            fmt.render([{"role": "user", "content": "Weather?"}, message], tools=[WEATHER]) == prompt[:-3] + ">>>" + out
+        )
+
+
+def test_phi4_mini_takes_the_tools_as_its_users_give_them() -> None:
+    fmt = cg.get_format("phi-4-mini")
+    msgs = [{"role": "system", "content": "You have tools."}, {"role": "user", "content": "Weather in Zürich?"}]
+    text = fmt.render(msgs, tools=[WEATHER, TIME], add_generation_prompt=True)
+    # As the model card shows: the list, as json.dumps writes it, under the system message's "tools".
+    given = [{**msgs[0], "tools": json.dumps([WEATHER, TIME])}, msgs[1]]
+    entry = reference.entry_for(fmt)
+    src = (reference.TEMPLATES / entry["template_file"]).read_text(encoding="utf-8")
+    assert text == reference.render_reference.render(
+        src, given, add_generation_prompt=True, bos_token=entry["bos_token"], eos_token=entry["eos_token"]
+    )
+    assert "\\u00b0C" in text  # json.dumps escapes what is not ASCII
+    back = fmt.parse(text)
+    assert back.tools == [WEATHER, TIME] and back[0] == cg.Message(**msgs[0])
+    assert fmt.render(back) == text
+    # With no system message to hold them, the tools are refused, not dropped.
+    with pytest.raises(cg.UnsupportedConversationError, match="add one first"):
+        fmt.render(msgs[1:], tools=[WEATHER])
+    # The template writes no tool calls.
+    call = {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Zürich"})]}
+    with pytest.raises(cg.UnsupportedConversationError, match="does not write tool calls"):
+        fmt.render([*msgs, call], tools=[WEATHER])
+
+
+def test_phi4_mini_reads_tools_its_users_wrote_otherwise() -> None:
+    fmt = cg.get_format("phi-4-mini")
+    system = "<|system|>Tools:<|tool|>{}<|/tool|><|end|><|user|>Hi<|end|><|assistant|>"
+    # Written another way than json.dumps: read as their value, and reported.
+    pretty = fmt.parse(system.format(json.dumps([WEATHER], indent=2, ensure_ascii=False)))
+    assert pretty.tools == [WEATHER]
+    assert [d.code for d in pretty.diagnostics] == ["noncanonical-json"]
+    # Not a JSON list: kept as the text it is, which renders back the same.
+    for written in ("get_weather(city)", json.dumps(WEATHER)):
+        text = system.format(written)
+        back = fmt.parse(text)
+        assert back.tools == [written] and [d.code for d in back.diagnostics] == ["invalid-tool"]
+        assert fmt.render(back) == text
