@@ -717,13 +717,6 @@ def _slot(part: SlotPart, group: int) -> str:
     return _atomic(part, group)
 
 
-def _prefixes(text: str, proper: bool = True, empty: bool = True) -> str:
-    """An alternation of the prefixes of ``text``, longest first."""
-    top = len(text) - 1 if proper else len(text)
-    items = [re_escape(text[:k]) for k in range(top, 0 if not empty else -1, -1)]
-    return "(?:" + "|".join(items) + ")"
-
-
 class _Builder:
     """Writes one tolerant form: regex text and its groups."""
 
@@ -785,27 +778,72 @@ def _turn_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> 
     )
 
 
+_LONG = 64  # a literal longer than this has its starts checked by str.startswith
+
+
+def _prefixes(text: str, empty: bool = True) -> str:
+    """An alternation of the proper prefixes of ``text``, longest first."""
+    return "(?:" + "|".join(re_escape(text[:k]) for k in range(len(text) - 1, -1 if empty else 0, -1)) + ")"
+
+
+class _Ended:
+    """What an opening form's match tells: that the rest of the text is a partial delimiter."""
+
+    __slots__ = ("_end",)
+
+    def __init__(self, end: int) -> None:
+        self._end = end
+
+    def end(self) -> int:
+        return self._end
+
+
 def _opening_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> _Form | None:
-    """Any proper prefix of the text before the content (all of it for literals): a partial delimiter."""
+    """Any proper prefix of the text before the content (all of it for literals): a partial delimiter.
+
+    Each alternative is the parts before one of them, read by a regex, then a start of that one.
+    A literal's start is checked with ``str.startswith`` where that is exact (the text before it
+    has one reading) or where the literal is long: a regex of every start of a long literal (a
+    built-in preamble of thousands of characters) is quadratic in its length to build.
+    """
     k = next((i for i, p in enumerate(parts) if isinstance(p, SlotPart) and p.field == "content"), len(parts))
     head = [p for p in parts[:k] if _is_literal(p) or isinstance(p, SlotPart)]
     if not head:
         return None
-    alts: list[str] = []
-    b = _Builder()
+    # (regex of what comes before, the literal whose proper start ends the text or None, whether
+    # that start may be empty)
+    alts: list[tuple[re.Pattern[str], str | None, bool]] = []
     expected = "".join(unescape(p) if isinstance(p, str) else "…" for p in head)
+    prefix = ""
     for i, p in enumerate(head):
-        prefix = "".join(q if isinstance(q, str) else f"(?:{q.pattern})" for q in head[:i])
         if isinstance(p, SlotPart) and p.field == "var":  # part of a date
-            alts.append(f"{prefix}{_PARTIAL_DATE}")
+            alts.append((re.compile(rf"{prefix}{_PARTIAL_DATE}\Z"), None, True))
         elif isinstance(p, SlotPart):
-            alts.append(f"{prefix}(?:{p.pattern})?")
+            alts.append((re.compile(rf"{prefix}(?:{p.pattern})?\Z"), None, True))
+        elif len(unescape(p)) > _LONG or (i > 0 and all(isinstance(q, str) for q in head[:i])):
+            # where the text before the literal has one length (or the literal is long), the
+            # literal's start is checked apart; else a regex of its starts lets the parts before
+            # it take what the literal does not
+            alts.append((re.compile(prefix), unescape(p), i > 0))
         elif len(unescape(p)) > 1 or i > 0:
-            alts.append(prefix + _prefixes(unescape(p), empty=i > 0))
+            alts.append((re.compile(prefix + _prefixes(unescape(p), empty=i > 0) + r"\Z"), None, True))
+        prefix += p if isinstance(p, str) else f"(?:{p.pattern})"
     if not alts:
         return None
-    b.out.append("(?:" + "|".join(alts) + r")\Z")
-    return _Form(re.compile("".join(b.out)).match, "opening", action, expected=expected)
+
+    def match(text: str, pos: int) -> _Ended | None:
+        for regex, literal, empty in alts:
+            m = regex.match(text, pos)
+            if m is None:
+                continue
+            if literal is None:
+                return _Ended(m.end())
+            rest = len(text) - m.end()
+            if (rest or empty) and rest < len(literal) and literal.startswith(text[m.end() :]):
+                return _Ended(len(text))
+        return None
+
+    return _Form(match, "opening", action, expected=expected)  # type: ignore[arg-type]
 
 
 _WS = re.compile(r"\s+")
