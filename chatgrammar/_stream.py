@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from ._errors import ParseError
@@ -112,18 +113,33 @@ class StreamParser:
                 return self._more_content(cur)
         return self._advance(final=False)
 
-    def close(self) -> list[Event]:
-        """End the text: the remaining events. Raises ParseError if the text is not complete."""
+    def close(self, stopped: bool = False) -> list[Event]:
+        r"""End the text: the remaining events. Raises ParseError if the text is not complete.
+
+        ``stopped``: the model stopped at one of the format's stop strings (``Format.stop``, a
+        server's ``finish_reason == "stop"``), which was not fed (servers do not pass it on). As
+        ``parse_completion`` reads it, the last message is then complete: a text that ends with
+        part of its closing delimiter ends there (Llama's ``}`` of ``}<|eot_id|>``), and what
+        the template writes after the stop string is not missing (Command R7B opens the
+        chatbot's turn again after every answer).
+
+        >>> p = StreamParser("chatml")
+        >>> events = p.feed("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello")
+        >>> p.close(stopped=True)
+        [MessageEnd(index=1, complete=True)]
+        """
         if self._closed:
             return []
-        events = self._close()
+        events = self._close(stopped)
+        if stopped:  # the stop string ended the last turn (a call's arguments, then its answer)
+            events = [replace(e, complete=True) if isinstance(e, MessageEnd) else e for e in events]
         if self._folder is not None:
-            return self._folder.fold(events, final=True)
+            events = self._folder.fold(events, final=True)
         return events
 
-    def _close(self) -> list[Event]:
+    def _close(self, stopped: bool = False) -> list[Event]:
         self._closed = True
-        events = self._advance(final=True)
+        events = self._advance(final=True, stopped=stopped)
         if self._buf:
             raise self._error("text that does not read as " + self.format.name)
         if self._dropped:  # messages the template writes nothing for, after the last one written
@@ -136,7 +152,7 @@ class StreamParser:
             for position, role in back:
                 if position >= n - (1 if gen else 0) and (position, role) not in self._put_back:
                     self._emit_dropped(role, events)
-        if not self._ended_open and not self._reader.accepting[self._state]:
+        if not self._ended_open and not self._reader.accepting[self._state] and not stopped:
             raise self._error(
                 f"the text ends where {self.format.name} expects {self._reader._expected_at(self._state)}"
             )
@@ -171,7 +187,7 @@ class StreamParser:
                 return p
         return limit
 
-    def _advance(self, final: bool) -> list[Event]:
+    def _advance(self, final: bool, stopped: bool = False) -> list[Event]:
         events: list[Event] = []
         reader = self._reader
         while self._buf:
@@ -179,6 +195,11 @@ class StreamParser:
             if step is None:
                 break
             msg, _span, new_pos, new_state = step
+            if stopped and msg is not None and not msg.complete and msg.content:
+                # The stop string ended a turn whose text ends with part of its closing delimiter.
+                cut: list[Message] = []
+                if reader._truncation(self._buf, 0, self._state, cut, [], []) and len(cut) == 1:
+                    msg = cut[0]
             decided = final or (
                 new_pos + self._hold <= len(self._buf)
                 and (msg is None or msg.complete)
@@ -195,6 +216,13 @@ class StreamParser:
             self._in_progress(events)
         elif not final:
             pass
+        elif self._buf and stopped:
+            # The stop string ended a turn whose text is cut short inside a delimiter: read as
+            # parse_completion reads it.
+            cut = []
+            if reader._truncation(self._buf, 0, self._state, cut, [], [], any_partial=True) and len(cut) == 1:
+                self._message(cut[0], events)
+                self._consume(len(self._buf))
         elif self._buf and self._cur is not None:  # pragma: no cover - a turn begun, then not read
             raise self._error("a turn that does not read as " + self.format.name)
         return events

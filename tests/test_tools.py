@@ -365,6 +365,64 @@ def test_streamed_tool_calls(name: str, size: int) -> None:
     assert events[-1] == cg.MessageEnd(message, True)
 
 
+def _joined(events: list[cg.Event]) -> tuple[str, list[tuple[str, Any]], bool]:
+    """The last message of a stream: its content, its calls (name, arguments), and whether it and
+    each of its calls ended complete."""
+    last = max(e.index for e in events if isinstance(e, cg.MessageStart))
+    content = "".join(e.text for e in events if isinstance(e, cg.ContentDelta) and e.index == last)
+    names = {e.index: e.name for e in events if isinstance(e, cg.ToolCallStart) and e.message == last}
+    deltas = [e for e in events if isinstance(e, cg.ToolCallDelta) and e.message == last]
+    args = {i: "".join(e.arguments_text for e in deltas if e.index == i) for i in names}
+    ends = [e.complete for e in events if isinstance(e, cg.MessageEnd) and e.index == last]
+    calls_ended = [e.index for e in events if isinstance(e, cg.ToolCallEnd) and e.message == last] == sorted(names)
+    return content, [(names[i], json.loads(args[i])) for i in sorted(names)], ends == [True] and calls_ended
+
+
+@pytest.mark.parametrize("name", WITH_TOOLS)
+def test_a_stream_stopped_by_the_model_ends_as_parse_completion_reads_it(name: str) -> None:
+    # A model stops at the first stop string, which the server does not pass on: close(stopped=True)
+    # ends the answer there, complete, even where the template writes more after it (Command R7B
+    # opens the chatbot's turn again) or the text ends with part of a call's closing (Llama's "}").
+    fmt = cg.get_format(name)
+    prompt, completion = _three_calls(name)
+    at, stop = min((completion.find(s), s) for s in fmt.stop if s in completion)
+    parser = cg.StreamParser(name)
+    events: list[cg.Event] = parser.feed(prompt)
+    for k in range(0, at, 5):  # the server passes the stop string on or not (with it: the same)
+        events += parser.feed(completion[k : min(k + 5, at)])
+    events += parser.close(stopped=True)
+    got = fmt.parse_completion(completion[: at + len(stop)], prompt=prompt)
+    assert got.stop == stop and got.message is not None and not got.diagnostics
+    calls = [(c["function"]["name"], c["function"]["arguments"]) for c in got.message.tool_calls or []]
+    calls = [(n, json.loads(a) if isinstance(a, str) else a) for n, a in calls]
+    assert calls and _joined(events) == (got.message.content, calls, True)
+
+
+@pytest.mark.parametrize("name", [n for n in cg.formats() if cg.get_format(n).stop])
+def test_a_stream_stopped_by_the_model_ends_its_answer_as_parse_completion_reads_it(name: str) -> None:
+    # Every format: the text the model wrote before its stop string ends the answer, whatever the
+    # template writes after it (a plain-text stop string such as Pygmalion's "\n" included).
+    fmt = cg.get_format(name)
+    user = [{"role": "user", "content": "Hi"}]
+    prompt = fmt.render(user, add_generation_prompt=True)
+    full = fmt.render([*user, {"role": "assistant", "content": "Hello there."}])
+    if not full.startswith(prompt):  # DeepSeek-R1 (test_streamed_reasoning), Command R7B (above)
+        pytest.skip(f"{name}'s prompt opens a thinking block its history does not write")
+    completion = full[len(prompt) :]
+    found = [(completion.find(s), s) for s in fmt.stop if s in completion]
+    if not found:
+        pytest.skip(f"{name} writes none of its stop strings after an answer")
+    at, stop = min(found)
+    parser = cg.StreamParser(name)
+    events: list[cg.Event] = parser.feed(prompt)
+    for k in range(0, at, 3):
+        events += parser.feed(completion[k : min(k + 3, at)])
+    events += parser.close(stopped=True)
+    got = fmt.parse_completion(completion[: at + len(stop)], prompt=prompt).message
+    assert got is not None and got.complete
+    assert _joined(events) == (got.content, [], True)
+
+
 @pytest.mark.parametrize("name", WITH_TOOLS)
 @settings(max_examples=25)
 @given(data=st.data())
