@@ -3,24 +3,28 @@
     python benchmarks/bench_tools.py [--quick] [--formats qwen2.5,qwen3]
 
 For each format that writes tool calls, the completion a model writes after the prompt
-(an answer, then three calls with nested JSON arguments, then the stop token; one call
-where the template writes one per answer) is read by:
+(an answer where the template writes one beside calls, then three calls with nested JSON
+arguments, up to the first stop token, where a model stops: fewer calls where the template
+writes one per answer, or a stop token after the second) is read by:
 
-* ``parse_completion`` of the whole completion (batch);
-* ``StreamParser`` fed the prompt, then the completion in 1- and 16-character chunks, the
-  way a server streams tokens (the prompt's feed is not timed);
+* ``parse_completion`` of the whole completion (batch; this includes reading the prompt,
+  which it does to know where the completion starts);
+* ``StreamParser`` fed the prompt, then the completion without its stop token (servers do
+  not pass it on) in 1- and 16-character chunks, the way a server streams tokens, then
+  ``close(stopped=True)`` (the prompt's feed is timed apart and taken out);
 * a floor: what a hand-written parser that checks nothing else does (the vLLM/SGLang tool
   parsers in batch mode): a regex for each call's name (and id) between the literals the
   grammar writes before them, then ``json`` decoding of the arguments that follow. Shown
   where that reads the calls right.
 
 What each format is given is derived from it: tool definitions where it writes them, call
-ids of the length it requires, one call where it writes one per answer. Every reading is
-checked (the same calls, names, arguments and ids) before it is timed.
+ids of the length it requires, arguments as JSON text where it takes only text. Every
+reading is checked (the same answer, calls, names, arguments and ids) before it is timed.
 
 Then, linearity: the completion with its answer and its arguments 10 times longer, streamed
-in 1-character chunks, against the original (a stream that re-read its growing turn on each
-chunk would take ~100 times as long; a linear one ~10 times).
+in 1-character chunks, against the original: the times' ratio over the lengths' ratio is ~1
+for a linear stream, and grows with the length for one that re-reads its growing turn on
+each chunk.
 
 Reported: microseconds per completion, each time as a multiple of batch, and the highest
 multiples across formats.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -69,6 +74,11 @@ def best_of(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(t / number for t in timer.repeat(repeat=repeat, number=number))
 
 
+def value(arguments: Any) -> Any:
+    """Arguments as their value (read back as JSON text where the template takes text)."""
+    return json.loads(arguments) if isinstance(arguments, str) else arguments
+
+
 def roles(fmt: cg.Format) -> set[str | None]:
     """The roles of the format's message rules, structural roles included."""
     return {s.role for s in fmt._c.shapes.values()}
@@ -87,27 +97,50 @@ class Case:
         self.prompt = fmt.render(user, tools=tools, add_generation_prompt=True)
         width = fmt._c.payloads.id_length or 9
         ids = [f"call{k:0{width - 4}d}" for k in range(len(CALLS))]
-        calls = [self._call(a, i, longer) for a, i in zip(CALLS, ids, strict=True)]
-        answer = {"role": "assistant", "content": ANSWER * longer, "tool_calls": calls}
-        if not self._parallel(user, answer, tools):
-            answer["tool_calls"] = calls[:1]
-        full = fmt.render([*user, answer], tools=tools)
-        assert full.startswith(self.prompt), name
-        self.completion = full[len(self.prompt) :]
+        as_text = fmt._c.payloads.args == "text"  # a template that takes JSON text only (DeepSeek V3)
+        calls = [self._call(a, i, longer, as_text) for a, i in zip(CALLS, ids, strict=True)]
+        # An answer before the calls, where the template writes one beside them (DeepSeek's do not).
+        answer = {"role": "assistant", "content": ANSWER * longer, "tool_calls": calls[:1]}
+        if not self._writes(user, answer, tools):
+            answer["content"] = ""
+        # The completion ends at the first stop token, where a model stops; as many of the calls
+        # as the format writes in one answer before it (one per answer in some; DeepSeek V3's
+        # template writes a stop token after the second call of three).
+        for n in range(len(calls), 0, -1):
+            answer["tool_calls"] = calls[:n]
+            if self._writes(user, answer, tools):
+                completion = self._completion([*user, answer], tools)
+                found = [(completion.find(s), s) for s in fmt.stop if s in completion]
+                at, stop = min(found) if found else (len(completion), "")
+                self.completion = completion[: at + len(stop)]
+                self.output, self.stopped = completion[:at], bool(stop)  # what a server streams
+                if all(json.dumps(c["from"], ensure_ascii=False) in self.completion for c in CALLS[:n]):
+                    break
         written = fmt.normalize([*user, answer], tools=tools)[-1]
         self.answer = written.content
         self.expected: list[Call] = [
-            (c["function"]["name"], c["function"]["arguments"], c.get("id")) for c in written.tool_calls or []
+            (c["function"]["name"], value(c["function"]["arguments"]), c.get("id")) for c in written.tool_calls or []
         ]
 
+    def _completion(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> str:
+        """What a model writes after the prompt to end with the last of ``messages``: the model
+        writes on from the prompt; where the prompt opens what the history does not write
+        (DeepSeek-R1's <think>), from the last token the two share."""
+        full = self.fmt.render(messages, tools=tools)
+        k = len(os.path.commonprefix([self.prompt, full]))
+        while k < len(self.prompt) and k and not any(full.startswith(t, k) for t in self.fmt.tokens):
+            k -= 1
+        return full[k:]
+
     @staticmethod
-    def _call(arguments: dict[str, Any], call_id: str, longer: int) -> dict[str, Any]:
+    def _call(arguments: dict[str, Any], call_id: str, longer: int, as_text: bool) -> dict[str, Any]:
         if longer > 1:
             arguments = {**arguments, "alternatives": [arguments] * (longer - 1)}
-        return {"type": "function", "id": call_id, "function": {"name": "search_flights", "arguments": arguments}}
+        args: Any = json.dumps(arguments, ensure_ascii=False) if as_text else arguments
+        return {"type": "function", "id": call_id, "function": {"name": "search_flights", "arguments": args}}
 
-    def _parallel(self, user: list[dict[str, Any]], answer: dict[str, Any], tools: list[Any] | None) -> bool:
-        """Whether the format writes several calls in one answer."""
+    def _writes(self, user: list[dict[str, Any]], answer: dict[str, Any], tools: list[Any] | None) -> bool:
+        """Whether the format writes this answer (several calls, content beside them)."""
         try:
             self.fmt.render([*user, answer], tools=tools)
         except cg.UnsupportedConversationError:
@@ -115,13 +148,15 @@ class Case:
         return True
 
 
-def stream(name: str, prompt: str, completion: str, size: int) -> list[cg.Event]:
+def stream(name: str, prompt: str, output: str, size: int, stopped: bool) -> list[cg.Event]:
+    """The events of a stream of the prompt, then of the model's output (its stop string, which
+    servers do not pass on, left out) in chunks of ``size`` characters."""
     p = cg.StreamParser(name)
     p.feed(prompt)
     events: list[cg.Event] = []
-    for i in range(0, len(completion), size):
-        events += p.feed(completion[i : i + size])
-    return events + p.close()
+    for i in range(0, len(output), size):
+        events += p.feed(output[i : i + size])
+    return events + p.close(stopped=stopped)
 
 
 def streamed(events: list[cg.Event]) -> tuple[str, list[Call]]:
@@ -167,15 +202,16 @@ def check(case: Case, name: str) -> None:
     got = case.fmt.parse_completion(case.completion, prompt=case.prompt)
     assert got.message is not None and not got.diagnostics, (name, got.diagnostics)
     assert got.message.content == case.answer, name
-    calls = [(c["function"]["name"], c["function"]["arguments"], c.get("id")) for c in got.message.tool_calls or []]
+    calls = [(c["function"]["name"], value(c["function"]["arguments"]), c.get("id")) for c in got.message.tool_calls]
     assert calls == case.expected, (name, calls)
     for size in (1, 16):
-        assert streamed(stream(name, case.prompt, case.completion, size)) == (case.answer, case.expected), name
+        events = stream(name, case.prompt, case.output, size, case.stopped)
+        assert streamed(events) == (case.answer, case.expected), name
 
 
 def time_stream(name: str, case: Case, size: int, repeat: int) -> float:
     """Seconds to stream the completion (the prompt's feed, timed alone, taken out)."""
-    t = best_of(lambda: stream(name, case.prompt, case.completion, size), repeat)
+    t = best_of(lambda: stream(name, case.prompt, case.output, size, case.stopped), repeat)
     return t - best_of(lambda: cg.StreamParser(name).feed(case.prompt), repeat)
 
 
