@@ -71,9 +71,13 @@ HEADER_KEYS: dict[str, str] = {
     "typescript-harmony (OpenAI harmony's TypeScript-like type: it reads back as its text), typescript-functionary "
     "(Functionary's TypeScript declaration: it reads back as its text), "
     'or fields and the fields the template writes of its function object: "name" '
-    "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant)",
+    "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant); or * (every key in "
+    "its order, a string between quotes as it is, another value as JSON) and -keys it leaves out: * -return",
     "call-type": "the terminal holding the type the template writes for each tool call (the grammar writes it as "
     "that literal): a call of another type, or of none, is refused",
+    "call-function": "tojson: the template writes each call's function object as JSON, every key in its order (the "
+    "grammar writes the name and the arguments): a function holding anything else, or those in another order, is "
+    "refused",
     "calls-content": "how the template is given an answer that only calls tools: empty (the default: content '') "
     "or none (content None, OpenAI's shape); chatgrammar's empty content stands for it",
     "id-length": "the length the template requires of tool call ids (and of a tool result's tool_call_id)",
@@ -182,6 +186,7 @@ _CHOICES = {
     "generation-elsewhere": ("refused", "nothing"),
     "tool-args": ARGS_MODES,
     "calls-content": ("empty", "none"),
+    "call-function": ("tojson",),
     "call-ids": CALL_IDS,
     "beside-calls": ("reasoning",),
 }

@@ -76,6 +76,12 @@ class Expanded:
             "first": 0,
             "before-last-user": users[-1] if users else len(self.roles),
         }
+        if where == ["before-last-user"] and not users:
+            raise UnsupportedConversationError(
+                f"{name} writes the tool definitions before the last user message, and there is none "
+                "(its template would leave them out): add a user message, or render without tools",
+                format=name,
+            )
         if (
             "before-last-user" in where
             and users
@@ -203,6 +209,7 @@ def expand(
                     )
                 try:
                     payloads.type_check(call, f"tool call {k}", name)
+                    payloads.function_check(call, f"tool call {k}", name)
                     if not complete and k == len(calls) - 1 and isinstance(args, str):
                         # The arguments of an open turn's last call are the text written so far (as
                         # reading an open turn gives them): written as they are.
