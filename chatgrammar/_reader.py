@@ -161,6 +161,7 @@ class Reader:
         before_open: tuple[int, int, int] | None = None
         before_last = (0, 0, 0)
         ended_open = False
+        stalled_at, stalled = -1, set[int]()  # where reading last stopped, and the states it stopped in there
         while pos < end:
             step = self._step(state, text, pos)
             if step is not None and tolerant and step[0] is not None and not step[0].complete and step[0].content:
@@ -197,7 +198,10 @@ class Reader:
                 if len(with_bos.diagnostics) < len(as_is.diagnostics) + 1:
                     return self._shifted(with_bos, text, len(self.bos))
                 return as_is
-            pos, state = self._misplaced(text, pos, state, out, spans, diags)
+            if pos != stalled_at:
+                stalled_at, stalled = pos, set()
+            stalled.add(state)
+            pos, state = self._misplaced(text, pos, state, out, spans, diags, stalled)
         if ok and not ended_open and not self.accepting[state] and pos >= end:
             ok = False
             if tolerant and self._cut_short(text, [boundary, before_last], out, spans, diags):
@@ -336,8 +340,16 @@ class Reader:
         return False
 
     def _misplaced(
-        self, text: str, pos: int, state: int, out: list[Message], spans: list[Span], diags: list[Diagnostic]
+        self,
+        text: str,
+        pos: int,
+        state: int,
+        out: list[Message],
+        spans: list[Span],
+        diags: list[Diagnostic],
+        stalled: set[int],
     ) -> tuple[int, int]:
+        """Read past what cannot come at ``pos``; ``stalled``: the states reading has stopped in at ``pos``."""
         end = len(text)
         name = self.c.name
         # 2. A turn the format writes, but not here: the role order.
@@ -347,6 +359,8 @@ class Reader:
             step = self._step(other, text, pos)
             if step is None or step[0] is None or step[1] is None:
                 continue
+            if step[2] == pos and step[3] in stalled:
+                continue  # a turn that writes nothing, back to a state read from here: it would loop
             msg, span, new_pos, new_state = step
             assert msg is not None and span is not None
             diags.append(
