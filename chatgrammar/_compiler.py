@@ -203,6 +203,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         result_error=spec.header.get("result-error"),
         beside_calls=spec.header.get("beside-calls"),
         beside_calls_error=spec.header.get("beside-calls-error"),
+        refuse_empty=tuple(spec.header.get("refuse-empty", ())),
     )
     payloads = dataclasses.replace(payloads, refused_names=_refuse_spelled_answers(start, rules))
     if payloads.defs in JSON_DEFS and payloads.defs != "json-list":  # (a list its users write: any text)

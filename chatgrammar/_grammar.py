@@ -97,11 +97,14 @@ HEADER_KEYS: dict[str, str] = {
     "and refuses them when that is not a system message",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
+    "refuse-empty": "tools, tool_calls: the lists the template writes when empty, unlike when missing (it tests "
+    "is not none), as no grammar turn writes them: tools=[], or an answer's tool_calls=[], is refused",
     "description": "one line saying what the format is",
 }
 _MESSAGE_KEYS = ("role", "content", "complete", "reasoning_content", "tool_calls", "tool_call_id", "name")
-_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at"}
+_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at", "refuse-empty"}
 _PLACES = ("after-system", "first", "before-last-user")
+_EMPTY_LISTS = ("tools", "tool_calls")
 _HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
 _TRANSFORMS = {
     "_strip": "strip",
@@ -203,6 +206,12 @@ def _header_value(key: str, value: str) -> Any:
         if not places or wrong:
             raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or more of {', '.join(_PLACES)}")
         return places
+    if key == "refuse-empty":
+        lists = [v for v in re.split(r"[,\s]+", value) if v]
+        wrong = [v for v in lists if v not in _EMPTY_LISTS]
+        if not lists or wrong:
+            raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or both of {', '.join(_EMPTY_LISTS)}")
+        return lists
     if key == "options":
         return _options(value)
     if key == "option-flags":

@@ -40,6 +40,9 @@ slot as text. The grammar's header says how its template writes them:
 * ``beside-calls``: ``reasoning`` (the template writes the content of an answer with tool calls
   where its thinking goes: gpt-oss's analysis message; both given is refused, with the
   template's reason ``beside-calls-error``).
+* ``refuse-empty``: ``tools``, ``tool_calls``: the template tests ``is not none``, not whether the list
+  holds anything, and writes an empty one as no grammar turn does (Mistral Nemo's lone ``[``):
+  ``tools=[]``, or an answer's ``tool_calls=[]``, is refused.
 * ``result-error``: the template's reason when a tool result has no tool call before it to take
   its name from (a grammar with ``tool_result_name`` turns: the name of the call a result
   answers, the last call since the last answer without calls).
@@ -154,6 +157,7 @@ class Payloads:
     beside_calls: str | None = None  # "reasoning": an answer's content beside its calls is written as its reasoning
     beside_calls_error: str | None = None  # the template's reason when such an answer has both
     refused_names: tuple[str, ...] = ()  # call names whose call would read as an answer's text
+    refuse_empty: tuple[str, ...] = ()  # "tools", "tool_calls": lists the template writes when empty, unlike none
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
@@ -220,9 +224,9 @@ class Payloads:
                 f'tool {k}: this template writes the fields of a definition\'s "function" object, '
                 f'and it has none: write it as {{"type": "function", "function": {{...}}}}'
             )
-        out: dict[str, Any] = {}
         if self.fields[0].how in ("rest", "skip"):
             return self._every_key(fn, k)
+        out: dict[str, Any] = {}
         for f in self.fields:
             if f.how == "const":
                 out[f.key] = f.value

@@ -152,6 +152,13 @@ def expand(
             raise RenderError(
                 f"message {i} is a {role!r} message with {key!r}; only assistant messages have it", index=i
             )
+        if calls == [] and "tool_calls" in payloads.refuse_empty:
+            raise UnsupportedConversationError(
+                f"message {i} has tool_calls=[], and {name}'s template writes an empty list of calls unlike no "
+                "calls, as no turn of its grammar: leave tool_calls out (None), or give the calls",
+                index=i,
+                format=name,
+            )
         if calls and content and payloads.beside_calls == REASONING:
             # The template writes the content of an answer with calls where its thinking goes.
             if reasoning:
@@ -248,6 +255,12 @@ def expand(
             )
     out.open_last = open_index != -1
     out.open_index = open_index
+    if isinstance(tools, Sequence) and not isinstance(tools, str) and not tools and "tools" in payloads.refuse_empty:
+        raise UnsupportedConversationError(
+            f"tools=[]: {name}'s template writes an empty list of tools unlike no tools, as no turn of its "
+            "grammar: render without tools (None), or give them",
+            format=name,
+        )
     if tools:
         if TOOL_DEF not in written:
             raise UnsupportedConversationError(f"{name} does not write tool definitions (tools=...)", format=name)
