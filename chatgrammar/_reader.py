@@ -155,12 +155,13 @@ class Reader:
         ok = True
         end = len(text)
         # Where reading could go back to, when the text turns out to be cut short: the end of
-        # the last message (literals read since may begin a turn instead), and the start of an
-        # empty open turn (the generation prompt may be the start of a turn cut short).
+        # the last message and each literal read since (any may begin a turn instead), and the
+        # start of an empty open turn (the generation prompt may be the start of a turn cut short).
         boundary = (0, 0, 0)
         before_open: tuple[int, int, int] | None = None
         before_last = (0, 0, 0)
         ended_open = False
+        literals: list[tuple[int, int, int]] = []  # where each literal since the last message was read
         stalled_at, stalled = -1, set[int]()  # where reading last stopped, and the states it stopped in there
         while pos < end:
             step = self._step(state, text, pos)
@@ -172,7 +173,10 @@ class Reader:
                     return _Read(out, spans, diags, state, False)
             if step is not None:
                 msg, span, new_pos, new_state = step
-                if msg is not None:
+                if msg is None:
+                    literals.append((pos, state, len(out)))
+                else:
+                    literals.clear()
                     before_open = (pos, state, len(out)) if not msg.complete and not msg.content else None
                     before_last = (pos, state, len(out))
                     out.append(msg)
@@ -187,7 +191,8 @@ class Reader:
             if not tolerant:
                 break
             # ... and the start of the last message: a longer turn may begin as it does
-            restarts = [(pos, state, len(out)), boundary] + ([before_open] if before_open else []) + [before_last]
+            restarts = [(pos, state, len(out)), boundary, *literals[::-1]]
+            restarts += ([before_open] if before_open else []) + [before_last]
             if self._cut_short(text, restarts, out, spans, diags):
                 pos = end
                 break
@@ -204,7 +209,7 @@ class Reader:
             pos, state = self._misplaced(text, pos, state, out, spans, diags, stalled)
         if ok and not ended_open and not self.accepting[state] and pos >= end:
             ok = False
-            if tolerant and self._cut_short(text, [boundary, before_last], out, spans, diags):
+            if tolerant and self._cut_short(text, [boundary, *literals[::-1], before_last], out, spans, diags):
                 return _Read(out, spans, diags, state, ok)
         if (
             tolerant
