@@ -197,11 +197,13 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
         int(spec.header["id-length"]) if spec.header.get("id-length") else None,
         spec.header.get("id-error"),
         call_type=spec.terminals[spec.header["call-type"]] if spec.header.get("call-type") else None,
+        call_function=spec.header.get("call-function"),
         fields=fields,
         call_ids=spec.header.get("call-ids", "given"),
         result_error=spec.header.get("result-error"),
         beside_calls=spec.header.get("beside-calls"),
         beside_calls_error=spec.header.get("beside-calls-error"),
+        refuse_empty=tuple(spec.header.get("refuse-empty", ())),
     )
     payloads = dataclasses.replace(payloads, refused_names=_refuse_spelled_answers(start, rules))
     if payloads.defs in JSON_DEFS and payloads.defs != "json-list":  # (a list its users write: any text)
@@ -223,7 +225,7 @@ def compile_spec(spec: GrammarSpec, options: dict[str, object] | None = None) ->
     payloads = dataclasses.replace(
         payloads,
         call_order=_call_order(dfa, origin),
-        result_id_first=_precedes(dfa, shapes, TOOL_RESULT_ID, "tool"),
+        result_id_first=_always_followed(dfa, TOOL_RESULT_ID, "tool"),
         result_name_first=_precedes(dfa, shapes, TOOL_RESULT_NAME, "tool"),
     )
     lead_checks = _refuse_bare_structures(start, parse_dfa, shapes, rules, origin)
@@ -755,6 +757,30 @@ def _call_order(dfa: Dfa, origin: str) -> tuple[str, ...]:
             f"the parts of a tool call ({', '.join(sorted(follows[None]))}) are written in no one order", source=origin
         )
     return tuple(order)
+
+
+def _always_followed(dfa: Dfa, first: str, then: str) -> bool:
+    """Whether the grammar writes a turn of role ``then`` after every turn of role ``first``
+    (literals between), so that each ``first`` belongs to the ``then`` after it."""
+    found = False
+    for trs in dfa.transitions:
+        for t in trs:
+            if not (isinstance(t.atom, Msg) and t.atom.role == first):
+                continue
+            found = True
+            seen, stack = {t.target}, [t.target]
+            while stack:
+                s = stack.pop()
+                if dfa.accepting[s]:
+                    return False
+                for a in dfa.transitions[s]:
+                    if isinstance(a.atom, (Msg, Gen)):
+                        if not isinstance(a.atom, Msg) or a.atom.role != then:
+                            return False
+                    elif a.target not in seen:
+                        seen.add(a.target)
+                        stack.append(a.target)
+    return found
 
 
 def _precedes(dfa: Dfa, shapes: dict[str, Shape], first: str, then: str) -> bool:

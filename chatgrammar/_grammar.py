@@ -71,9 +71,13 @@ HEADER_KEYS: dict[str, str] = {
     "typescript-harmony (OpenAI harmony's TypeScript-like type: it reads back as its text), typescript-functionary "
     "(Functionary's TypeScript declaration: it reads back as its text), "
     'or fields and the fields the template writes of its function object: "name" '
-    "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant)",
+    "(the text between quotes, as it is), parameters (as JSON), responses=null (a constant); or * (every key in "
+    "its order, a string between quotes as it is, another value as JSON) and -keys it leaves out: * -return",
     "call-type": "the terminal holding the type the template writes for each tool call (the grammar writes it as "
     "that literal): a call of another type, or of none, is refused",
+    "call-function": "tojson: the template writes each call's function object as JSON, every key in its order (the "
+    "grammar writes the name and the arguments): a function holding anything else, or those in another order, is "
+    "refused",
     "calls-content": "how the template is given an answer that only calls tools: empty (the default: content '') "
     "or none (content None, OpenAI's shape); chatgrammar's empty content stands for it",
     "id-length": "the length the template requires of tool call ids (and of a tool result's tool_call_id)",
@@ -93,11 +97,14 @@ HEADER_KEYS: dict[str, str] = {
     "and refuses them when that is not a system message",
     "tools-at": "where the template writes the tool definitions among the messages: after-system (the default), "
     "first, before-last-user; several when a template switch moves them",
+    "refuse-empty": "tools, tool_calls: the lists the template writes when empty, unlike when missing (it tests "
+    "is not none), as no grammar turn writes them: tools=[], or an answer's tool_calls=[], is refused",
     "description": "one line saying what the format is",
 }
 _MESSAGE_KEYS = ("role", "content", "complete", "reasoning_content", "tool_calls", "tool_call_id", "name")
-_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at"}
+_LIST_KEYS = {"aliases", "models", "roles", "tokens", "markers", "stop", "tools-at", "refuse-empty"}
 _PLACES = ("after-system", "first", "before-last-user")
+_EMPTY_LISTS = ("tools", "tool_calls")
 _HEADER_LINE = re.compile(r"//\s*([a-z][a-z-]*)\s*:(.*)$")
 _TRANSFORMS = {
     "_strip": "strip",
@@ -182,6 +189,7 @@ _CHOICES = {
     "generation-elsewhere": ("refused", "nothing"),
     "tool-args": ARGS_MODES,
     "calls-content": ("empty", "none"),
+    "call-function": ("tojson",),
     "call-ids": CALL_IDS,
     "beside-calls": ("reasoning",),
 }
@@ -198,6 +206,12 @@ def _header_value(key: str, value: str) -> Any:
         if not places or wrong:
             raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or more of {', '.join(_PLACES)}")
         return places
+    if key == "refuse-empty":
+        lists = [v for v in re.split(r"[,\s]+", value) if v]
+        wrong = [v for v in lists if v not in _EMPTY_LISTS]
+        if not lists or wrong:
+            raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or both of {', '.join(_EMPTY_LISTS)}")
+        return lists
     if key == "options":
         return _options(value)
     if key == "option-flags":

@@ -21,8 +21,15 @@ slot as text. The grammar's header says how its template writes them:
   quotes (empty when missing), so a text JSON would escape is refused (it could not be read
   back), and one written empty reads back missing; a bare field is ``{{ function.parameters |
   tojson }}`` (refused when missing: the template fails); ``key=JSON`` is a constant the
-  template writes whatever the definition holds (not read back). Cohere's Command R7B.
+  template writes whatever the definition holds (not read back). Cohere's Command R7B. ``*``
+  alone is every key of the function object, in its order, its value a text as it is between
+  quotes when it is a string and JSON otherwise (the key too between quotes as it is: a key or a
+  text JSON would escape is refused), and ``-key`` a key the template leaves out (a declared
+  loss: it does not read back): ``fields * -return``, Mistral Nemo's.
 * ``id-length``: the length a template requires of call ids (Mistral's 9); ``id-error`` its reason.
+* ``call-function``: ``tojson``: the template writes each call's ``function`` object as JSON, all its
+  keys in their order, where the grammar writes the name and the arguments: a call whose function
+  holds anything else, or those two in the other order, is refused (Mistral Nemo).
 * ``call-type``: the type a template writes for each call (DeepSeek's ``function``, a literal of
   the grammar): a call of another type, or with none, is refused.
 * ``call-ids``: ``index``: the template writes no id of the caller's, but each call's running
@@ -33,6 +40,9 @@ slot as text. The grammar's header says how its template writes them:
 * ``beside-calls``: ``reasoning`` (the template writes the content of an answer with tool calls
   where its thinking goes: gpt-oss's analysis message; both given is refused, with the
   template's reason ``beside-calls-error``).
+* ``refuse-empty``: ``tools``, ``tool_calls``: the template tests ``is not none``, not whether the list
+  holds anything, and writes an empty one as no grammar turn does (Mistral Nemo's lone ``[``):
+  ``tools=[]``, or an answer's ``tool_calls=[]``, is refused.
 * ``result-error``: the template's reason when a tool result has no tool call before it to take
   its name from (a grammar with ``tool_result_name`` turns: the name of the call a result
   answers, the last call since the last answer without calls).
@@ -85,14 +95,22 @@ class Field:
     """One field of a definition written field by field (``tool-defs: fields ...``)."""
 
     key: str
-    how: str  # "quoted" (a text between quotes, as it is), "json" (tojson), "const" (always ``value``)
+    how: str  # "quoted" (a text between quotes, as it is), "json" (tojson), "const" (always ``value``),
+    # "rest" (``*``: every key, in its order, a string quoted and any other value as JSON), "skip" (``-key``)
     value: Any = None  # the constant's value
 
 
 def def_fields(spec: str) -> tuple[Field, ...]:
-    """``"name" "description" parameters responses=null`` -> its fields; ValueError when malformed."""
+    """``"name" "description" parameters responses=null`` (or ``* -return``) -> its fields; ValueError
+    when malformed."""
     out: list[Field] = []
     for word in spec.split():
+        if word == "*":
+            out.append(Field("*", "rest"))
+            continue
+        if word.startswith("-") and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", word[1:]):
+            out.append(Field(word[1:], "skip"))
+            continue
         key, eq, const = word.partition("=")
         quoted = len(key) > 2 and key[0] == key[-1] == '"'
         key = key[1:-1] if quoted else key
@@ -108,7 +126,16 @@ def def_fields(spec: str) -> tuple[Field, ...]:
             out.append(Field(key, "quoted" if quoted else "json"))
     if not out or len({f.key for f in out}) != len(out):
         raise ValueError("write the fields, each once, after fields")
+    if any(f.how in ("rest", "skip") for f in out) and any(f.how not in ("rest", "skip") for f in out):
+        raise ValueError("* (every key) stands alone, with the -keys the template leaves out")
+    if any(f.how == "skip" for f in out) and not any(f.how == "rest" for f in out):
+        raise ValueError("-key leaves a key out of *: write * too")
     return tuple(out)
+
+
+def _unescaped(text: Any) -> bool:
+    """Whether a template writing ``text`` as it is between quotes writes the JSON string of it."""
+    return isinstance(text, str) and tojson(text)[1:-1] == text
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,7 @@ class Payloads:
     call_order: tuple[str, ...] = ("tool_call", "tool_args")  # the turns of a call, as the grammar writes them
     result_id_first: bool = False  # a result's id is written before it (else after it)
     call_type: str | None = None  # the type the template writes for each call, when it writes one
+    call_function: str | None = None  # "tojson": the template writes each call's function object as JSON
     fields: tuple[Field, ...] = ()  # the fields of a definition, for defs == "fields"
     call_ids: str = "given"  # "index": ids are written as the running index of the calls
     result_name_first: bool = True  # the name of the call a result answers is written before it (else after it)
@@ -129,6 +157,7 @@ class Payloads:
     beside_calls: str | None = None  # "reasoning": an answer's content beside its calls is written as its reasoning
     beside_calls_error: str | None = None  # the template's reason when such an answer has both
     refused_names: tuple[str, ...] = ()  # call names whose call would read as an answer's text
+    refuse_empty: tuple[str, ...] = ()  # "tools", "tool_calls": lists the template writes when empty, unlike none
 
     def args_text(self, args: Any, where: str) -> str:
         """A call's arguments as the template writes them."""
@@ -195,6 +224,8 @@ class Payloads:
                 f'tool {k}: this template writes the fields of a definition\'s "function" object, '
                 f'and it has none: write it as {{"type": "function", "function": {{...}}}}'
             )
+        if self.fields[0].how in ("rest", "skip"):
+            return self._every_key(fn, k)
         out: dict[str, Any] = {}
         for f in self.fields:
             if f.how == "const":
@@ -207,7 +238,7 @@ class Payloads:
                 out[f.key] = fn[f.key]
             else:
                 text = fn.get(f.key, "")
-                if not isinstance(text, str) or tojson(text)[1:-1] != text:
+                if not _unescaped(text):
                     what = "not a string" if not isinstance(text, str) else "holds characters JSON escapes"
                     raise UnsupportedConversationError(
                         f"tool {k}: its {f.key} {text!r} is {what}, and the template writes it as it is between "
@@ -215,6 +246,23 @@ class Payloads:
                         "or control character"
                     )
                 out[f.key] = text
+        return out
+
+    def _every_key(self, fn: Mapping[Any, Any], k: int) -> dict[str, Any]:
+        """The function object as a template writing every key (``*``) writes it, less the keys it skips."""
+        skipped = {f.key for f in self.fields if f.how == "skip"}
+        out: dict[str, Any] = {}
+        for key, value in fn.items():
+            if key in skipped:
+                continue
+            for what, text in (("key", key), ("value", value)):
+                if (what == "key" or isinstance(text, str)) and not _unescaped(text):
+                    raise UnsupportedConversationError(
+                        f"tool {k}: the {what} {text!r} of its function is not a string with no quote, backslash "
+                        "or control character, and the template writes it as it is between quotes, which would "
+                        "not read back as JSON; leave those characters out of it"
+                    )
+            out[key] = value
         return out
 
     def id_text(self, value: Any, what: str, format: str) -> str:
@@ -234,6 +282,17 @@ class Payloads:
             raise UnsupportedConversationError(
                 f"{where} has {has}, and {format}'s template writes each call's type: chatgrammar writes "
                 f"and reads {self.call_type!r} only; give the call that type",
+                format=format,
+            )
+
+    def function_check(self, call: Any, where: str, format: str) -> None:
+        """Refuse a call whose function object the template would write other than as the grammar does."""
+        fn = call.get("function")
+        if self.call_function == "tojson" and (not isinstance(fn, Mapping) or list(fn) != ["name", "arguments"]):
+            keys = list(fn) if isinstance(fn, Mapping) else "none"
+            raise UnsupportedConversationError(
+                f"{where}: {format}'s template writes a call's 'function' object as JSON, every key in its order, "
+                f"and chatgrammar writes and reads one of 'name' then 'arguments', not {keys}; give it those two only",
                 format=format,
             )
 
@@ -269,6 +328,14 @@ class Payloads:
         value, problem = _decoded(raw, canonical, 4 if self.defs == "json-indent4" else None)
         if self.defs == "function" and not isinstance(problem, ValueError):
             value = {"type": "function", "function": value}
+        if self.defs == "fields" and self.fields[0].how in ("rest", "skip") and not isinstance(problem, ValueError):
+            skipped = {f.key for f in self.fields if f.how == "skip"}
+            if not isinstance(value, dict) or any(
+                key in skipped or not _unescaped(key) or (isinstance(v, str) and not _unescaped(v))
+                for key, v in value.items()
+            ):
+                return raw, ValueError("not the object the template writes (its strings as they are between quotes)")
+            return {"type": "function", "function": value}, problem
         if self.defs == "fields" and not isinstance(problem, ValueError):
             if (
                 not isinstance(value, dict)

@@ -155,12 +155,14 @@ class Reader:
         ok = True
         end = len(text)
         # Where reading could go back to, when the text turns out to be cut short: the end of
-        # the last message (literals read since may begin a turn instead), and the start of an
-        # empty open turn (the generation prompt may be the start of a turn cut short).
+        # the last message and each literal read since (any may begin a turn instead), and the
+        # start of an empty open turn (the generation prompt may be the start of a turn cut short).
         boundary = (0, 0, 0)
         before_open: tuple[int, int, int] | None = None
         before_last = (0, 0, 0)
         ended_open = False
+        literals: list[tuple[int, int, int]] = []  # where each literal since the last message was read
+        stalled_at, stalled = -1, set[int]()  # where reading last stopped, and the states it stopped in there
         while pos < end:
             step = self._step(state, text, pos)
             if step is not None and tolerant and step[0] is not None and not step[0].complete and step[0].content:
@@ -171,7 +173,10 @@ class Reader:
                     return _Read(out, spans, diags, state, False)
             if step is not None:
                 msg, span, new_pos, new_state = step
-                if msg is not None:
+                if msg is None:
+                    literals.append((pos, state, len(out)))
+                else:
+                    literals.clear()
                     before_open = (pos, state, len(out)) if not msg.complete and not msg.content else None
                     before_last = (pos, state, len(out))
                     out.append(msg)
@@ -186,7 +191,8 @@ class Reader:
             if not tolerant:
                 break
             # ... and the start of the last message: a longer turn may begin as it does
-            restarts = [(pos, state, len(out)), boundary] + ([before_open] if before_open else []) + [before_last]
+            restarts = [(pos, state, len(out)), boundary, *literals[::-1]]
+            restarts += ([before_open] if before_open else []) + [before_last]
             if self._cut_short(text, restarts, out, spans, diags):
                 pos = end
                 break
@@ -197,10 +203,13 @@ class Reader:
                 if len(with_bos.diagnostics) < len(as_is.diagnostics) + 1:
                     return self._shifted(with_bos, text, len(self.bos))
                 return as_is
-            pos, state = self._misplaced(text, pos, state, out, spans, diags)
+            if pos != stalled_at:
+                stalled_at, stalled = pos, set()
+            stalled.add(state)
+            pos, state = self._misplaced(text, pos, state, out, spans, diags, stalled)
         if ok and not ended_open and not self.accepting[state] and pos >= end:
             ok = False
-            if tolerant and self._cut_short(text, [boundary, before_last], out, spans, diags):
+            if tolerant and self._cut_short(text, [boundary, *literals[::-1], before_last], out, spans, diags):
                 return _Read(out, spans, diags, state, ok)
         if (
             tolerant
@@ -336,8 +345,16 @@ class Reader:
         return False
 
     def _misplaced(
-        self, text: str, pos: int, state: int, out: list[Message], spans: list[Span], diags: list[Diagnostic]
+        self,
+        text: str,
+        pos: int,
+        state: int,
+        out: list[Message],
+        spans: list[Span],
+        diags: list[Diagnostic],
+        stalled: set[int],
     ) -> tuple[int, int]:
+        """Read past what cannot come at ``pos``; ``stalled``: the states reading has stopped in at ``pos``."""
         end = len(text)
         name = self.c.name
         # 2. A turn the format writes, but not here: the role order.
@@ -347,6 +364,8 @@ class Reader:
             step = self._step(other, text, pos)
             if step is None or step[0] is None or step[1] is None:
                 continue
+            if step[2] == pos and step[3] in stalled:
+                continue  # a turn that writes nothing, back to a state read from here: it would loop
             msg, span, new_pos, new_state = step
             assert msg is not None and span is not None
             diags.append(

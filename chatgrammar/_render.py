@@ -21,8 +21,9 @@ from typing import Any
 
 from ._compiler import ASSISTANT, Compiled, Piece
 from ._errors import UnsafeContentError, UnsupportedConversationError
-from ._ir import STRUCTURAL, Gen, Lit, Msg, Slot
+from ._ir import REASONING, STRUCTURAL, TOOL_RESULT_ID, Gen, Lit, Msg, Slot
 from ._patterns import Guard
+from ._structure import CALL_PARTS
 
 __all__ = ["READERS", "ROLE_TRANSFORMS", "TRANSFORMS", "Plan", "Planner"]
 
@@ -191,8 +192,22 @@ class Planner:
             ):
                 order.insert(0, -1)
         if self.system_at == "last-user" and n >= 2 and roles[0] == "system":
-            order = order[1:-1] + [0, order[-1]]
+            last = self._last_message(roles)
+            order = order[1:last] + [0] + order[last:]
         return order
+
+    def _last_message(self, roles: list[str]) -> int:
+        """Where the turns of the last message begin: its reasoning, its calls and its result's
+        id (before or after it, as the grammar writes them) are turns of that message."""
+        result_id_first = self.c.payloads.result_id_first
+        after = {*CALL_PARTS} if result_id_first else {*CALL_PARTS, TOOL_RESULT_ID}
+        before = {REASONING, TOOL_RESULT_ID} if result_id_first else {REASONING}
+        k = len(roles) - 1
+        while k > 1 and roles[k] in after:
+            k -= 1
+        while k > 1 and roles[k - 1] in before:
+            k -= 1
+        return k
 
     def _make(self, roles: list[str], open_last: bool, gen: bool, default: bool = False) -> Plan:
         c = self.c

@@ -76,6 +76,12 @@ class Expanded:
             "first": 0,
             "before-last-user": users[-1] if users else len(self.roles),
         }
+        if where == ["before-last-user"] and not users:
+            raise UnsupportedConversationError(
+                f"{name} writes the tool definitions before the last user message, and there is none "
+                "(its template would leave them out): add a user message, or render without tools",
+                format=name,
+            )
         if (
             "before-last-user" in where
             and users
@@ -146,6 +152,13 @@ def expand(
             raise RenderError(
                 f"message {i} is a {role!r} message with {key!r}; only assistant messages have it", index=i
             )
+        if calls == [] and "tool_calls" in payloads.refuse_empty:
+            raise UnsupportedConversationError(
+                f"message {i} has tool_calls=[], and {name}'s template writes an empty list of calls unlike no "
+                "calls, as no turn of its grammar: leave tool_calls out (None), or give the calls",
+                index=i,
+                format=name,
+            )
         if calls and content and payloads.beside_calls == REASONING:
             # The template writes the content of an answer with calls where its thinking goes.
             if reasoning:
@@ -203,6 +216,7 @@ def expand(
                     )
                 try:
                     payloads.type_check(call, f"tool call {k}", name)
+                    payloads.function_check(call, f"tool call {k}", name)
                     if not complete and k == len(calls) - 1 and isinstance(args, str):
                         # The arguments of an open turn's last call are the text written so far (as
                         # reading an open turn gives them): written as they are.
@@ -241,6 +255,12 @@ def expand(
             )
     out.open_last = open_index != -1
     out.open_index = open_index
+    if isinstance(tools, Sequence) and not isinstance(tools, str) and not tools and "tools" in payloads.refuse_empty:
+        raise UnsupportedConversationError(
+            f"tools=[]: {name}'s template writes an empty list of tools unlike no tools, as no turn of its "
+            "grammar: render without tools (None), or give them",
+            format=name,
+        )
     if tools:
         if TOOL_DEF not in written:
             raise UnsupportedConversationError(f"{name} does not write tool definitions (tools=...)", format=name)

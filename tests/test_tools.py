@@ -203,7 +203,9 @@ def test_spans_of_an_answer_cover_its_calls(name: str) -> None:
     k = next(i for i, m in enumerate(agent) if m.get("tool_calls"))
     span = spans[k]
     assert span is not None
-    written = fmt.normalize(agent, tools=tools)[k].content  # "" where the template drops it
+    # "" where the template drops it; found by its calls, as normalize may merge messages before it
+    # (Mistral Nemo's system message reads back as part of the last user message).
+    written = next(m for m in fmt.normalize(agent, tools=tools) if m.tool_calls).content
     assert text[span.content_start : span.content_end] == written
     for call in agent[k]["tool_calls"]:
         assert fmt._c.payloads.args_text(call["function"]["arguments"], "") in text[span.start : span.end]
@@ -1389,3 +1391,103 @@ def test_phi4_mini_reads_tools_its_users_wrote_otherwise() -> None:
         back = fmt.parse(text)
         assert back.tools == [written] and [d.code for d in back.diagnostics] == ["invalid-tool"]
         assert fmt.render(back) == text
+
+
+NEMO = cg.get_format("mistral-nemo")
+NEMO_CALLS = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}, "abc123XYZ")]},
+    {"role": "tool", "content": "21°C", "tool_call_id": "abc123XYZ"},
+]
+
+
+def _nemo(msgs: list[dict[str, Any]], tools: list[Any] | None = None) -> str:
+    """What Mistral Nemo's template writes, as a check of ours."""
+    return reference.render(NEMO, [cg.Message(**m) for m in msgs], tools=tools)
+
+
+def test_nemo_writes_definitions_key_by_key_without_return() -> None:
+    """Each key of the function object in its order, a string as it is between quotes, "return" left out."""
+    fn = {"parameters": {"type": "object", "properties": {}}, "name": "f", "return": {"type": "string"}, "x": 1}
+    tool = {"type": "function", "function": fn}
+    msgs = NEMO_CALLS[:1]
+    text = NEMO.render(msgs, tools=[tool, WEATHER])
+    assert text == _nemo(msgs, [tool, WEATHER])
+    back = NEMO.parse(text)
+    written = {"type": "function", "function": {k: v for k, v in fn.items() if k != "return"}}
+    assert back.tools == [written, WEATHER] == NEMO.normalize(msgs, tools=[tool, WEATHER]).tools
+    assert NEMO.render(back) == text
+
+
+@pytest.mark.parametrize("fn", [{"name": "f", "description": 'Say "hi"'}, {"name": "f", "a\nb": 1}])
+def test_nemo_refuses_definitions_it_writes_as_no_json(fn: dict[str, Any]) -> None:
+    """A key or string JSON would escape is written as it is: it would not read back."""
+    text = _nemo(NEMO_CALLS[:1], [{"type": "function", "function": fn}])
+    written = text[text.index("[AVAILABLE_TOOLS]") + len("[AVAILABLE_TOOLS]") : text.index("[/AVAILABLE_TOOLS]")]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(written)
+    with pytest.raises(cg.UnsupportedConversationError, match="as it is between quotes"):
+        NEMO.render(NEMO_CALLS[:1], tools=[{"type": "function", "function": fn}])
+
+
+def test_nemo_writes_calls_and_results_with_their_ids() -> None:
+    """Calls as their function objects with the id added; a result's content as it is (not JSON), then its id."""
+    text = NEMO.render(NEMO_CALLS, tools=[WEATHER])
+    assert text == _nemo(NEMO_CALLS, [WEATHER])
+    assert NEMO.parse(text) == NEMO.normalize(NEMO_CALLS, tools=[WEATHER])
+    assert NEMO.parse(text)[1:] == [cg.Message(**m) for m in NEMO_CALLS[1:]]
+    # Ids of another length: the template raises, with its own reason.
+    short = [NEMO_CALLS[0], {**NEMO_CALLS[1], "tool_calls": [_call("get_weather", {}, "c1")]}]
+    with pytest.raises(reference.TemplateRaised, match="length 9"):
+        _nemo(short)
+    with pytest.raises(cg.UnsupportedConversationError, match="length 9"):
+        NEMO.render(short)
+
+
+def test_nemo_refuses_a_function_object_it_writes_otherwise() -> None:
+    """The template writes a call's whole function object: more keys than name and arguments, or another order."""
+    for fn in ({"name": "f", "arguments": {}, "strict": True}, {"arguments": {}, "name": "f"}):
+        msgs = [
+            NEMO_CALLS[0],
+            {**NEMO_CALLS[1], "tool_calls": [{"type": "function", "id": "abc123XYZ", "function": fn}]},
+        ]
+        assert json.dumps(fn, ensure_ascii=False)[:-1] in _nemo(msgs)
+        with pytest.raises(cg.UnsupportedConversationError, match="'name' then 'arguments'"):
+            NEMO.render(msgs)
+
+
+def test_nemo_places_the_tools_and_the_system_message_at_the_last_user_message() -> None:
+    """The tools before the last user message, the system message in it; when the last message is not the
+    user's, the template drops the system message (normalize shows it)."""
+    system = {"role": "system", "content": "Be brief."}
+    again = {"role": "user", "content": "And in Rome?"}
+    for msgs in ([system, *NEMO_CALLS, {"role": "assistant", "content": "21°C."}, again], [system, *NEMO_CALLS]):
+        text = NEMO.render(msgs, tools=[WEATHER])
+        assert text == _nemo(msgs, [WEATHER])
+        assert NEMO.render(NEMO.parse(text)) == text
+    assert [m.role for m in NEMO.normalize(msgs, tools=[WEATHER])] == ["user", "assistant", "tool"]
+
+
+def test_nemo_refuses_what_its_template_writes_as_no_grammar_can() -> None:
+    """Empty lists (it tests `is not none`: a lone "[" is written) and tools with no user message (dropped)."""
+    user = NEMO_CALLS[:1]
+    assert _nemo(user, []) != _nemo(user)
+    with pytest.raises(cg.UnsupportedConversationError, match=r"tools=\[\]"):
+        NEMO.render(user, tools=[])
+    empty = [*user, {"role": "assistant", "content": "Hi.", "tool_calls": []}]
+    assert _nemo(empty) != _nemo([*user, {"role": "assistant", "content": "Hi."}])
+    with pytest.raises(cg.UnsupportedConversationError, match=r"tool_calls=\[\]"):
+        NEMO.render(empty)
+    no_user = [{"role": "system", "content": "Be brief."}, *NEMO_CALLS[1:]]
+    assert _nemo(no_user, [WEATHER]) == _nemo(no_user)
+    with pytest.raises(cg.UnsupportedConversationError, match="no user message|there is none"):
+        NEMO.render(no_user, tools=[WEATHER])
+
+
+def test_nemo_calls_are_detected() -> None:
+    """Every format reads Nemo's calls tolerantly and stops (Mistral Small 3.2's reader looped on them)."""
+    text = NEMO.render(NEMO_CALLS, tools=[WEATHER])
+    assert text == _nemo(NEMO_CALLS, [WEATHER])
+    assert cg.detect(text)[0][0] == "mistral-nemo"
+    calls = text[text.index(NEMO._c.spec.terminals["_TOOL_CALLS"]) :]
+    assert cg.get_format("mistral-small-3.2").parse(calls, strict=False).diagnostics
