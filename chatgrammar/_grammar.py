@@ -195,23 +195,24 @@ _CHOICES = {
 }
 
 
+def _words_of(value: str, allowed: tuple[str, ...], how_many: str) -> list[str]:
+    """A header value listing some of ``allowed`` (separated by commas or spaces); ValueError otherwise."""
+    words = [v for v in re.split(r"[,\s]+", value) if v]
+    wrong = [w for w in words if w not in allowed]
+    if not words or wrong:
+        raise ValueError(f"{', '.join(wrong) or 'nothing'}: write {how_many} of {', '.join(allowed)}")
+    return words
+
+
 def _header_value(key: str, value: str) -> Any:
     if key in ("aliases", "models"):
         return [v.strip() for v in value.split(",") if v.strip()]
     if key in ("tokens", "markers", "stop", "roles"):
         return [v for v in re.split(r"[,\s]+", value) if v]
     if key == "tools-at":
-        places = [v for v in re.split(r"[,\s]+", value) if v]
-        wrong = [p for p in places if p not in _PLACES]
-        if not places or wrong:
-            raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or more of {', '.join(_PLACES)}")
-        return places
+        return _words_of(value, _PLACES, "one or more")
     if key == "refuse-empty":
-        lists = [v for v in re.split(r"[,\s]+", value) if v]
-        wrong = [v for v in lists if v not in _EMPTY_LISTS]
-        if not lists or wrong:
-            raise ValueError(f"{', '.join(wrong) or 'nothing'}: write one or both of {', '.join(_EMPTY_LISTS)}")
-        return lists
+        return _words_of(value, _EMPTY_LISTS, "one or both")
     if key == "options":
         return _options(value)
     if key == "option-flags":
