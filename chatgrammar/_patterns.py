@@ -12,8 +12,12 @@ structure around it:
   the slot.
 
 Patterns are written as unrolled loops (runs of ordinary characters, then one
-checked special character), so matching is linear in the text and never
-backtracks more than one position per character.
+checked special character) whose every step is decided by the character and
+its lookahead, so a slot ends exactly where a stop string begins. The loops are
+possessive (``*+``): they never give back what they read, so matching is linear
+in the text and keeps no backtracking state, which Python's ``re`` would
+otherwise hold for every step of the loop (superlinear time and memory on
+megabytes of ``<``).
 """
 
 from __future__ import annotations
@@ -369,19 +373,32 @@ def slot_pattern(rules: SlotRules, transform: str | None, length: int | None = N
         lookaheads.setdefault(pat[0], []).append(re_escape(pat[1:]) + r"\Z")
     special = forbidden_chars | set(lookaheads)
     plain = f"[^{_class_escape(special)}]" if special else r"[\s\S]"
-    units = [
-        f"{re_escape(c)}(?!{_alternation(alts)})" for c, alts in sorted(lookaheads.items()) if c not in forbidden_chars
-    ]
+    checked = {
+        c: f"{re_escape(c)}(?!{_alternation(alts)})"
+        for c, alts in sorted(lookaheads.items())
+        if c not in forbidden_chars
+    }
+    units = list(checked.values())
     if units:
         unit = "(?:" + "|".join(units) + ")"
-        body = f"{plain}*(?:{unit}{plain}*)*"
+        body = f"{plain}*+(?:{unit}{plain}*+)*+"
         one = f"(?:{plain}|{unit})"
     else:
-        body = f"{plain}*"
+        body = f"{plain}*+"
         one = plain
     head = ""
     if rules.at_start:
         head = "(?!" + _alternation(re_escape(s) for s in rules.at_start) + ")"
+    if transform in ("strip", "rstrip") and length is None:
+        # The content ends with a character that is not whitespace: read as steps of
+        # whitespace then something else, a step that finds no such character is not taken
+        # (whitespace before a token belongs to the literal after the slot).
+        cls = _class_escape(special)
+        solid = "(?:" + "|".join([f"[^{cls}\\s]++", *(u for c, u in checked.items() if not c.isspace())]) + ")"
+        space = "(?:" + "|".join([f"[^\\S{cls}]", *(u for c, u in checked.items() if c.isspace())]) + ")"
+        if transform == "strip":
+            return f"{head}{solid}(?:{space}*+{solid})*+"
+        return f"{head}(?:{space}*+{solid})++"
     if transform in ("strip", "lstrip"):
         head += r"(?!\s)"
     elif transform in ("strip_nl", "lstrip_nl"):
