@@ -49,6 +49,19 @@ ROLE_TRANSFORMS: dict[str | None, tuple[Callable[[str], str], Callable[[str], st
 }
 
 Key = tuple[tuple[str, ...], bool, bool]
+# Dropped messages put back, as a chain (earlier chain, (position, role)) that is shared, not copied.
+_Chain = tuple[Any, tuple[int, str]] | None
+DropLayer = dict[int, tuple[int, _Chain]]  # automaton state -> (messages put back, which)
+
+
+def _chain_tuple(chain: _Chain) -> tuple[tuple[int, str], ...]:
+    out = []
+    while chain is not None:
+        chain, item = chain
+        out.append(item)
+    return tuple(reversed(out))
+
+
 Step = tuple[Any, ...]  # ("lit", text) | ("msg", shape, index, open) | ("gen",)
 Search = tuple[int, int, bool, bool]  # automaton state, messages written, prompt written, closed
 Parents = dict[Search, "tuple[Search, Step] | None"]
@@ -135,50 +148,83 @@ class Planner:
         key = (roles, open_last, gen)
         found = self._dropped_back.get(key)
         if found is None:
-            found = self._search_dropped(roles, open_last, gen)
-            if len(self._dropped_back) < _CACHE_LIMIT:
+            layer = self.drop_layer()
+            for i, role in enumerate(roles[:-1]):
+                layer = self.drop_layer(layer, i, role)
+            last = roles[-1] if roles else None
+            found = self.drop_finish(layer, len(roles) - 1 if roles else 0, last, open_last, gen)
+            if len(roles) <= _CODEGEN_LIMIT and len(self._dropped_back) < _CACHE_LIMIT:
                 self._dropped_back[key] = found
         return found
 
-    def _search_dropped(self, roles: tuple[str, ...], open_last: bool, gen: bool) -> tuple[tuple[int, str], ...]:
+    # The search for dropped messages goes message by message: a layer holds, for each automaton
+    # state reachable after the first i messages, the fewest dropped messages put back on the way
+    # there (and where). A stream extends its layer by one message at a time, so that it asks the
+    # same question as parse at each message without searching from the beginning (which would
+    # make a stream of n messages cost n^2).
+
+    def drop_layer(self, layer: DropLayer | None = None, i: int = 0, role: str = "") -> DropLayer:
+        """The layer before any message (no arguments), or after ``layer`` reads message ``i`` of ``role``."""
+        if layer is None:
+            return self._drop_closure({0: (0, None)}, 0, True)
+        return self._drop_closure(self._drop_read(layer, role), i + 1, True)
+
+    def drop_finish(
+        self, layer: DropLayer, i: int, role: str | None, open_last: bool, gen: bool
+    ) -> tuple[tuple[int, str], ...]:
+        """The dropped messages put back in a conversation that ends with message ``i`` of ``role``
+        (or, with ``role`` None, ends after ``layer``): the fewest, or none when it cannot be read."""
         dfa = self.c.dfa
-        n = len(roles)
-        start = (0, 0, False, False)
-        best: dict[tuple[Any, ...], tuple[int, tuple[tuple[int, str], ...]]] = {start: (0, ())}
-        queue: deque[tuple[Any, ...]] = deque([start])
-        while queue:
-            node = queue.popleft()
-            state, i, g, closed = node
-            cost, inserted = best[node]
-            if i == n and g == gen and (self.finishes[state] if closed else dfa.accepting[state]):
-                return inserted
-            if closed:
-                continue
-            for t in dfa.transitions[state]:
+        goal: list[tuple[int, _Chain]]
+        if role is not None:
+            read = self._drop_read(layer, role)
+            if open_last:  # the last turn is left open: nothing more is written
+                goal = [] if gen else [v for s, v in read.items() if self.finishes[s]]
+                return _chain_tuple(min(goal, key=lambda v: v[0])[1]) if goal else ()
+            layer = self._drop_closure(read, i + 1, True)
+            i += 1
+        if gen:
+            prompted: DropLayer = {}
+            for state, value in layer.items():
+                for t in dfa.transitions[state]:
+                    if isinstance(t.atom, Gen) and (t.target not in prompted or prompted[t.target][0] > value[0]):
+                        prompted[t.target] = value
+            layer = self._drop_closure(prompted, i, False)
+        goal = [v for s, v in layer.items() if dfa.accepting[s]]
+        return _chain_tuple(min(goal, key=lambda v: v[0])[1]) if goal else ()
+
+    def _drop_read(self, layer: DropLayer, role: str) -> DropLayer:
+        out: DropLayer = {}
+        for state, value in layer.items():
+            for t in self.c.dfa.transitions[state]:
                 a = t.atom
-                extra = 0
-                added = inserted
+                if not isinstance(a, Msg) or a.dropped:
+                    continue
+                r = self.c.shapes[a.rule].role
+                if (r is None or r == role) and (t.target not in out or out[t.target][0] > value[0]):
+                    out[t.target] = value
+        return out
+
+    def _drop_closure(self, layer: DropLayer, i: int, dropped: bool) -> DropLayer:
+        """``layer`` with what literals (free) and dropped messages (one each) reach from it."""
+        transitions = self.c.dfa.transitions
+        best = dict(layer)
+        queue = deque(layer)
+        while queue:
+            state = queue.popleft()
+            cost, chain = best[state]
+            for t in transitions[state]:
+                a = t.atom
                 if isinstance(a, (Lit, Slot)):
-                    nxt = (t.target, i, g, False)
-                elif isinstance(a, Msg) and a.dropped:
-                    if g:
-                        continue
-                    nxt, extra, added = (t.target, i, g, False), 1, (*inserted, (i, a.role or "system"))
-                elif isinstance(a, Msg):
-                    role = self.c.shapes[a.rule].role
-                    if g or i >= n or (role is not None and role != roles[i]):
-                        continue
-                    nxt = (t.target, i + 1, g, open_last and i == n - 1)
-                elif isinstance(a, Gen):
-                    if not gen or g or i != n:
-                        continue
-                    nxt = (t.target, i, True, False)
-                else:  # pragma: no cover
-                    raise AssertionError(a)
-                if nxt not in best or best[nxt][0] > cost + extra:
-                    best[nxt] = (cost + extra, added)
-                    (queue.append if extra else queue.appendleft)(nxt)
-        return ()
+                    extra, added = 0, chain
+                elif dropped and isinstance(a, Msg) and a.dropped:
+                    extra, added = 1, (chain, (i, a.role or "system"))
+                else:
+                    continue
+                if t.target not in best or best[t.target][0] > cost + extra:
+                    best[t.target] = (cost + extra, added)
+                    (queue.append if extra else queue.appendleft)(t.target)
+        return best
 
     def text_order(self, roles: list[str], default: bool = False) -> list[int]:
         """Message indices in the order the template writes them; -1: the default system message."""

@@ -14,6 +14,7 @@ from ._patterns import partial
 from ._payloads import Payloads
 from ._reader import json_repr, unescape
 from ._registry import get_format
+from ._render import DropLayer
 from ._results import (
     ContentDelta,
     Event,
@@ -80,8 +81,11 @@ class StreamParser:
         # template trims its end, where its content ends so far, whether that is the end of _buf,
         # the search for what can end its content].
         self._cur: list[Any] | None = None
+        # While a turn told whole at its end is read: the search for what could end its content.
+        self._quiet: re.Pattern[str] | None = None
         self._closed = False
         self._dropped = self._variant.planner.has_dropped
+        self._drop_layer: tuple[int, DropLayer] = (0, self._variant.planner.drop_layer()) if self._dropped else (0, {})
         self._tables = _tables(self._variant)
         self._hold = self._tables.hold
         c = self._variant.compiled
@@ -103,6 +107,12 @@ class StreamParser:
 
     def _feed(self, chunk: str) -> list[Event]:
         self._buf += chunk
+        if self._quiet is not None:
+            # A turn told whole at its end (its content bare or encoded) is being read: new text
+            # with nothing in it that could end that content changes nothing, and is not read again
+            # (which would make a long turn cost the square of its length).
+            if self._quiet.search(self._buf, max(len(self._buf) - len(chunk) - self._hold, 0)) is None:
+                return []
         cur = self._cur
         if cur is not None and cur[6]:
             # After a content that ran to the end of the text so far, new text without anything
@@ -190,9 +200,12 @@ class StreamParser:
     def _advance(self, final: bool, stopped: bool = False) -> list[Event]:
         events: list[Event] = []
         reader = self._reader
+        self._quiet = None
+        waiting = False  # the text so far ends inside a turn (not: a turn read, not yet decided)
         while self._buf:
             step = reader._step(self._state, self._buf, 0)
             if step is None:
+                waiting = True
                 break
             msg, _span, new_pos, new_state = step
             if stopped and msg is not None and not msg.complete and msg.content:
@@ -207,13 +220,14 @@ class StreamParser:
                 and not any(reader.alive(self._state, self._buf, k) for k in range(reader.last_alt))
             )
             if not decided:
+                waiting = msg is not None and not msg.complete
                 break
             if msg is not None:
                 self._message(msg, events)
             self._consume(new_pos)
             self._state = new_state
         if not final and self._buf:
-            self._in_progress(events)
+            self._in_progress(events, waiting)
         elif not final:
             pass
         elif self._buf and stopped:
@@ -250,8 +264,14 @@ class StreamParser:
     def _start(self, role: str, events: list[Event], complete: bool = True, empty: bool = False) -> int:
         if self._dropped:
             gen = not complete and empty  # the generation prompt: _with_dropped reads it apart
-            written = tuple(self._written) if gen else (*self._written, role)
-            back = self._variant.planner.dropped_back(written, not complete and not gen, gen)
+            planner = self._variant.planner
+            done, layer = self._drop_layer  # the layer after the first ``done`` messages written
+            for k in range(done, len(self._written)):
+                layer = planner.drop_layer(layer, k, self._written[k])
+            self._drop_layer = (len(self._written), layer)
+            # As dropped_back of the messages written so far, and this one unless it is the prompt.
+            n = len(self._written)
+            back = planner.drop_finish(layer, n, None if gen else role, not complete and not gen, gen)
             for position, dropped_role in back:
                 if position == len(self._written) and (position, dropped_role) not in self._put_back:
                     # a message the template writes nothing for, here: parse puts it back, empty
@@ -268,7 +288,7 @@ class StreamParser:
         self._index += 1
         events += [MessageStart(index, role), MessageEnd(index, True)]
 
-    def _in_progress(self, events: list[Event]) -> None:
+    def _in_progress(self, events: list[Event], waiting: bool = False) -> None:
         """A turn begun and not ended: its start, and the content that cannot change any more.
 
         Every alternative that may still read the text is asked how; only when they all
@@ -277,6 +297,7 @@ class StreamParser:
         reader = self._reader
         buf = self._buf
         readings: list[tuple[str, int, int, bool, bool]] = []
+        patterns: list[str] = []
         for form in reader._tolerant_forms(self._state, "turn"):
             m = form.match(buf, 0)
             if m is None:
@@ -289,6 +310,7 @@ class StreamParser:
             plain = not form.bare and form.action[4] is None
             readings.append((msg.role, span.content_start, span.content_end, trims, plain))
             pattern = form.content_pattern
+            patterns.append(pattern)
         undecided = (
             not readings
             or len({(r, cs, ce) for r, cs, ce, _, _ in readings}) > 1
@@ -299,6 +321,18 @@ class StreamParser:
         if undecided:
             if self._cur is not None:
                 self._cur[6] = False  # where its content ends is not known: no more plain extension
+            elif (
+                waiting
+                and readings
+                and len(buf) > 2 * self._hold  # longer than any delimiter: every reading under way
+                and all(cs < ce and ce >= len(buf) - self._hold for _r, cs, ce, *_ in readings)
+                and not any(form.match(buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
+            ):
+                # Every reading's content runs to the end of the text (or to what may begin its
+                # closing delimiter), and the turn is told at its end or the readings disagree on
+                # it (Gemma's system text or user turn): until something arrives that could end
+                # one of those contents, more text reads the same.
+                self._quiet = self._tables.ending(patterns)
             return
         role, cs, ce, trims, _plain = readings[0]
         cur = self._cur
@@ -308,7 +342,9 @@ class StreamParser:
         elif (cur[1], cur[2]) != (role, cs):
             cur[6] = False
             return
-        cur[5], cur[6] = ce, ce == len(buf)
+        # Content read to the end of the text, but for what may be the start of its closing
+        # delimiter: new text without anything that ends the content only extends it.
+        cur[5], cur[6] = ce, ce >= len(buf) - self._hold
         events += self._more_content(cur)
 
     def _consume(self, n: int) -> None:
@@ -355,6 +391,7 @@ class _Tables:
         self.prefixes = frozenset(x[:k] for x in literals for k in range(1, len(x)))
         # For each content slot: a search for what can end it (what it refuses, the text after it).
         self.enders: dict[str, re.Pattern[str]] = {}
+        self._endings: dict[tuple[str, ...], re.Pattern[str]] = {}
         for state in range(len(reader.alts)):
             for form in reader._tolerant_forms(state, "turn"):
                 if form.content_pattern in self.enders:
@@ -367,6 +404,15 @@ class _Tables:
                 ends += [x[: self.hold] for x in reader.continuations(form)]
                 ends = sorted({x for x in ends if x}, key=len, reverse=True)
                 self.enders[form.content_pattern] = re.compile("|".join(re.escape(x) for x in ends) or "(?!)")
+
+    def ending(self, patterns: list[str]) -> re.Pattern[str]:
+        """One search for what can end any of these content slots."""
+        key = tuple(sorted(set(patterns)))
+        found = self._endings.get(key)
+        if found is None:
+            found = re.compile("|".join(self.enders[p].pattern for p in key))
+            self._endings[key] = found
+        return found
 
 
 def _tables(variant: _Variant) -> _Tables:
