@@ -13,6 +13,7 @@ All of them derive from :class:`ChatGrammarError`, itself a :class:`ValueError`:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -51,6 +52,29 @@ def snippet(text: str, pos: int) -> str:
     return f"  {shown_before}{_visible(after)}\n  {' ' * len(shown_before)}^"
 
 
+_LONGEST_MESSAGE = 400  # characters of a message before its long quotations are shortened
+_LONGEST_QUOTE = 60  # characters a shortened quotation keeps
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*+"|\'(?:[^\'\\\n]|\\.)*+\'')
+
+
+def shortened(message: str) -> str:
+    """``message`` with its long quotations of the text (a content, a tool name) cut short, so that an
+    error never repeats a whole input: every quotation over 60 characters keeps its first 60 and
+    ``…``, then a message still over 400 characters keeps its beginning and its end."""
+    if len(message) <= _LONGEST_MESSAGE:
+        return message
+
+    def cut(m: re.Match[str]) -> str:
+        q = m.group()
+        return q if len(q) <= _LONGEST_QUOTE + 2 else q[: _LONGEST_QUOTE + 1] + "…" + q[0]
+
+    message = _QUOTED.sub(cut, message)
+    if len(message) > _LONGEST_MESSAGE:
+        half = _LONGEST_MESSAGE // 2 - 2
+        message = message[:half] + " … " + message[-half:]
+    return message
+
+
 def _visible(s: str) -> str:
     # Control characters would break the caret's alignment; show them escaped.
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in s)
@@ -77,7 +101,7 @@ class ParseError(ChatGrammarError):
         self.line, self.column = line_column(text, pos)
         self.expected = list(expected)
         self.format = format
-        self.reason = message
+        self.reason = message = shortened(message)
         self.snippet = snippet(text, pos)
         where = "at end of text" if pos >= len(text) else f"line {self.line}, column {self.column}"
         super().__init__(f"{message} ({where})\n{self.snippet}")
@@ -89,7 +113,7 @@ class RenderError(ChatGrammarError):
     def __init__(self, message: str, *, index: int | None = None, format: str | None = None) -> None:
         self.index = index
         self.format = format
-        super().__init__(message)
+        super().__init__(shortened(message))
 
 
 class UnsafeContentError(RenderError):

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import line_column
+from ._errors import line_column, shortened
 from ._message import Message
 
 __all__ = [
@@ -73,6 +73,11 @@ class Diagnostic:
     line: int
     column: int
     index: int | None = None
+
+    def __post_init__(self) -> None:
+        # An error never repeats a whole input (a tool name of 10,000 characters...).
+        object.__setattr__(self, "message", shortened(self.message))
+        object.__setattr__(self, "hint", shortened(self.hint))
 
     @classmethod
     def at(
