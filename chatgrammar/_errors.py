@@ -48,8 +48,9 @@ def snippet(text: str, pos: int) -> str:
     end = min(end, pos + _CONTEXT)
     before = text[start:pos]
     after = text[pos:end]
-    shown_before = _visible(before)
-    return f"  {shown_before}{_visible(after)}\n  {' ' * len(shown_before)}^"
+    # Escaped control characters take up to 10 columns each: keep the line short all the same.
+    shown_before = _visible(before)[-2 * _CONTEXT :]
+    return f"  {shown_before}{_visible(after)[: 2 * _CONTEXT]}\n  {' ' * len(shown_before)}^"
 
 
 _LONGEST_MESSAGE = 400  # characters of a message before its long quotations are shortened
