@@ -11,6 +11,8 @@ every registered format's delimiters.
 from __future__ import annotations
 
 import datetime
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,16 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("chatgrammar.testing needs hypothesis: pip install 'chatgrammar[test]'") from e
 
-__all__ = ["HARD_CONTENTS", "Conversation", "contents", "conversations", "delimiter_pieces", "safe_contents"]
+__all__ = [
+    "HARD_CONTENTS",
+    "Conversation",
+    "contents",
+    "conversations",
+    "delimiter_pieces",
+    "fuzz_pieces",
+    "mutate",
+    "safe_contents",
+]
 
 WHITESPACE = " \t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2000\u2028\u2029\u3000"
 # Roles a ROLE slot is given besides the usual three.
@@ -79,6 +90,47 @@ def delimiter_pieces() -> list[str]:
             pieces += [d, d[: len(d) // 2], d[len(d) // 2 :]]
     pieces += ["\n", "\n\n", " ", "{", "}", "{%", "%}", "{{", "}}", "%", "\\", '"', "'", "<", ">", "|"]
     return list(dict.fromkeys(p for p in pieces if p))
+
+
+def fuzz_pieces(fmt: str | Format) -> list[str]:
+    """What ``mutate`` splices into a text of ``fmt``: its delimiters and their pieces, its roles,
+    and characters that begin or end structure elsewhere."""
+    f = get_format(fmt)
+    pieces: list[str] = []
+    for d in f.delimiters + f.stop + [x for x in (f.bos, f.eos, f.generation_prompt) if x]:
+        pieces += [d, "\n" + d, d[:-1], d[1:], d[: len(d) // 2], d[len(d) // 2 :]]
+    pieces += list(f.roles or ["system", "user", "assistant"]) + ["tool", "function"]
+    pieces += ["\n", "\n\n", " ", "\t", "<", ">", "|", "[", "]", "{", "}", '"', ":", "\\", "\x00", "☃", "\r\n"]
+    return list(dict.fromkeys(p for p in pieces if p))
+
+
+def mutate(text: str, rng: random.Random, pieces: Sequence[str], steps: int | None = None) -> str:
+    """``text`` after a few random edits: pieces and characters inserted, spans deleted, swapped,
+    repeated or replaced by a piece, the text cut short. ``steps`` edits (1 to 4 by default)."""
+    for _ in range(rng.randint(1, 4) if steps is None else steps):
+        n = len(text)
+        i = rng.randint(0, n)
+        j = min(n, i + rng.choice((1, 2, 4, 16, 64)))
+        op = rng.randrange(8)
+        if op == 0:
+            text = text[:i] + rng.choice(pieces) + text[i:]
+        elif op == 1:
+            c = chr(rng.choice((rng.randint(0x20, 0x7E), rng.randint(0, 0x20), rng.randint(0xA0, 0x2FFF))))
+            text = text[:i] + c + text[i:]
+        elif op == 2:
+            text = text[:i] + text[j:]
+        elif op == 3:
+            k = min(n, j + (j - i))
+            text = text[:i] + text[j:k] + text[i:j] + text[k:]
+        elif op == 4:
+            text = text[:j] + text[i:j] * rng.choice((1, 2, 8)) + text[j:]
+        elif op == 5:
+            text = text[:i]
+        elif op == 6:
+            text = text[:i] + rng.choice(pieces) + text[j:]
+        else:  # the same character twice, or a character dropped from a delimiter
+            text = text[:i] + text[i : i + 1] + text[i:] if rng.random() < 0.5 else text[:i] + text[i + 1 :]
+    return text
 
 
 # Fixed contents every renderer must write as its reference does, in any message.
