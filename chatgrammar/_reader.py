@@ -505,13 +505,16 @@ class Reader:
         key = (state, kind)
         forms = self._forms.get(key)
         if forms is None:
-            forms = self._forms[key] = []
+            forms = []
             for i, (parts, action, folded) in enumerate(self.alts[state]):
                 for linear in _linear(parts):
                     form = _FORMS[kind](linear, action, folded)
                     if form is not None:
                         form.alt = i
                         forms.append(form)
+            # Published whole, and only once: a thread that built them meanwhile uses the first
+            # list (other caches are keyed by the forms' ids).
+            forms = self._forms.setdefault(key, forms)
         return forms
 
     def _truncated_turn(
