@@ -12,7 +12,7 @@ from hypothesis import assume, given, reject
 from hypothesis import strategies as st
 
 import chatgrammar as cg
-from chatgrammar.testing import contents, conversations, delimiter_pieces
+from chatgrammar.testing import EXTRA_ROLES, contents, conversations, delimiter_pieces
 
 FORMATS = cg.formats()
 
@@ -110,3 +110,53 @@ def test_partial_delimiters_are_fine() -> None:
     for content in ["<|im_", "im_end|>", "<|im_start", "<", "|>"]:
         text = cg.render([{"role": "user", "content": content}], "chatml")
         assert cg.parse(text, "chatml")[0].content == content
+
+
+def _openings(fmt: cg.Format) -> list[str]:
+    """What the format writes before a turn's content, for each role it takes (the pieces a
+    template assembles, ``'<|' + role + '|>'``), whole and as its last line."""
+    roles = fmt.roles or ["system", "user", "assistant", *EXTRA_ROLES]
+    out: list[str] = []
+    for role in roles:
+        try:
+            text = fmt.render([{"role": role, "content": "\x00"}], on_unsafe="allow")
+        except cg.ChatGrammarError:
+            continue
+        if "\x00" not in text:
+            continue
+        opening = text.split("\x00")[0]
+        if fmt.bos:
+            opening = opening.removeprefix(fmt.bos)
+        out += [opening, opening.rsplit("\n", 1)[-1], "\n" + opening.rsplit("\n", 1)[-1]]
+    return [o for o in dict.fromkeys(out) if o.strip()]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@given(data=st.data())
+def test_spliced_turn_openings_are_refused_or_read_as_content(name: str, data: st.DataObject) -> None:
+    """A turn's opening for any role, spliced anywhere, never changes the conversation read back."""
+    fmt = cg.get_format(name)
+    openings = _openings(fmt)
+    assume(openings)
+    conv = data.draw(conversations(fmt, content=_safe(fmt), allow_open=False))
+    assume(conv.messages)
+    args = conv.render_args()
+    try:  # the conversation before the splice must itself be writable
+        fmt.render(conv.messages, **args)
+    except cg.RenderError:
+        reject()
+    i = data.draw(st.integers(0, len(conv.messages) - 1))
+    m = conv.messages[i]
+    k = data.draw(st.integers(0, len(m.content)))
+    piece = data.draw(st.sampled_from(openings))
+    msgs = list(conv.messages)
+    msgs[i] = m.model_copy(update={"content": m.content[:k] + piece + m.content[k:]})
+    try:
+        text = fmt.render(msgs, **args)
+    except cg.UnsafeContentError as e:
+        assert e.index == i and e.delimiter in msgs[i].content
+        return
+    except cg.RenderError:
+        reject()
+    # Written: it reads back as the conversation it is (the opening stays content).
+    assert fmt.parse(text, **conv.options) == fmt.normalize(msgs, **args)
