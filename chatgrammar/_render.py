@@ -436,7 +436,9 @@ class Planner:
         if reached < n:
             role = roles[reached]
             if not self.generic and role not in self.roles:
-                known = ", ".join(repr(r) for r in self.roles)
+                # The parts of a message (a call, its arguments, the tool definitions) are not roles
+                # a caller gives.
+                known = ", ".join(repr(r) for r in self.roles if r not in _STRUCTURAL)
                 reason = header.get("role-error") or f"{name} has no {role!r} role"
                 return UnsupportedConversationError(
                     f"{reason} (message {reached} is {role!r}; the roles of {name}: {known})",

@@ -158,3 +158,28 @@ def test_open_turn_must_be_last() -> None:
 def test_empty_open_turn_of_a_user_is_refused() -> None:
     with pytest.raises(cg.RenderError):
         cg.render([{"role": "user", "content": "", "complete": False}], "chatml")
+
+
+def test_unknown_role_lists_only_roles_a_caller_gives() -> None:
+    # The parts of a message (tool_call, tool_args, tool_def) are not roles of the conversation.
+    with pytest.raises(cg.UnsupportedConversationError) as info:
+        cg.render([{"role": "planner", "content": "x"}], "qwen2.5")
+    roles = "'assistant', 'system', 'tool', 'user'"
+    assert str(info.value).endswith(f"(message 0 is 'planner'; the roles of qwen2.5: {roles})")
+
+
+@pytest.mark.parametrize("name", cg.formats())
+def test_no_silent_fallback_for_names_or_roles(name: str) -> None:
+    """Every entry point refuses an unknown format; no format writes a role it does not have."""
+    for call in (
+        lambda: cg.render([{"role": "user", "content": "x"}], name + "-nope"),
+        lambda: cg.parse("x", name + "-nope"),
+        lambda: cg.StreamParser(name + "-nope"),
+    ):
+        with pytest.raises(cg.UnknownFormatError):
+            call()
+    fmt = cg.get_format(name)
+    if fmt.roles is not None:
+        with pytest.raises(cg.UnsupportedConversationError) as info:
+            fmt.render([{"role": "nobody", "content": "x"}])
+        assert "'nobody'" in str(info.value)
