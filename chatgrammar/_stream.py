@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -79,10 +80,11 @@ class StreamParser:
         self._ended_open = False
         # The turn being read: [index, role, content start in _buf, length emitted, whether the
         # template trims its end, where its content ends so far, whether that is the end of _buf,
-        # the search for what can end its content].
+        # the search for what can end its content, the matchers of its readings' contents].
         self._cur: list[Any] | None = None
         # While a turn told whole at its end is read: the search for what could end its content.
-        self._quiet: re.Pattern[str] | None = None
+        # (the search, the matchers of the readings' contents, where they are known to be content)
+        self._quiet: tuple[re.Pattern[str], list[Callable[[str, int], Any]], tuple[int, int]] | None = None
         self._closed = False
         self._dropped = self._variant.planner.has_dropped
         self._drop_layer: tuple[int, DropLayer] = (0, self._variant.planner.drop_layer()) if self._dropped else (0, {})
@@ -111,7 +113,12 @@ class StreamParser:
             # A turn told whole at its end (its content bare or encoded) is being read: new text
             # with nothing in it that could end that content changes nothing, and is not read again
             # (which would make a long turn cost the square of its length).
-            if self._quiet.search(self._buf, max(len(self._buf) - len(chunk) - self._hold, 0)) is None:
+            ending, matchers, known = self._quiet
+            if ending.search(self._buf, max(len(self._buf) - len(chunk) - self._hold, 0)) is None:
+                return []
+            end = self._read_on(known, matchers, len(chunk), agree=False)
+            if end is not None:
+                self._quiet = (ending, matchers, (known[0], end))
                 return []
         cur = self._cur
         if cur is not None and cur[6]:
@@ -121,7 +128,46 @@ class StreamParser:
             if cur[7].search(self._buf, max(window, cur[2])) is None:
                 cur[5] = len(self._buf)
                 return self._more_content(cur)
+            resumed = self._resume(cur, len(chunk))
+            if resumed is not None:
+                return resumed
         return self._advance(final=False)
+
+    def _resume(self, cur: list[Any], new: int) -> list[Event] | None:
+        """The content read on from where it was known to run, when something that may end it
+        arrived: None when it may have ended (then the turn is read again from its start).
+
+        The content patterns are unrolled loops, each step decided by its character and what
+        follows, so reading on from a character inside the content ends where reading the
+        whole turn would; all the readings that agreed on the content must agree again.
+        """
+        end = self._read_on((cur[2], cur[5]), cur[8], new)
+        if end is None:
+            return None
+        cur[5] = end
+        return self._more_content(cur)
+
+    def _read_on(
+        self, known: tuple[int, int], matchers: list[Callable[[str, int], Any]], new: int, agree: bool = True
+    ) -> int | None:
+        """Where the contents run to, read on from inside the part ``known`` to be content (start,
+        end), if they all still run to the end of the text (but for what may start a delimiter).
+        ``new``: characters just added, which the lookaheads of the last ``hold`` before them
+        had not seen: reading on starts before those. ``agree``: the contents must end at the same
+        place (else: the first end)."""
+        buf = self._buf
+        start, q = known[0], min(known[1], len(buf) - new - self._hold) - 1
+        for _ in range(64):  # back to a character that is not whitespace (stripped contents start there)
+            if q <= start or not buf[q].isspace():
+                break
+            q -= 1
+        if q < start or buf[q].isspace():
+            return None
+        ends = {m.end() if (m := match(buf, q)) else -1 for match in matchers}
+        if agree and len(ends) != 1:
+            return None
+        end = min(ends)
+        return end if end >= len(buf) - self._hold else None  # else something ends the content
 
     def close(self, stopped: bool = False) -> list[Event]:
         r"""End the text: the remaining events. Raises ParseError if the text is not complete.
@@ -332,19 +378,22 @@ class StreamParser:
                 # closing delimiter), and the turn is told at its end or the readings disagree on
                 # it (Gemma's system text or user turn): until something arrives that could end
                 # one of those contents, more text reads the same.
-                self._quiet = self._tables.ending(patterns)
+                matchers = [self._tables.matcher(p) for p in dict.fromkeys(patterns)]
+                known = (max(cs for _r, cs, *_ in readings), min(ce for _r, _cs, ce, *_ in readings))
+                self._quiet = (self._tables.ending(patterns), matchers, known) if known[0] < known[1] else None
             return
         role, cs, ce, trims, _plain = readings[0]
         cur = self._cur
         if cur is None:
             index = self._start(role, events)
-            cur = self._cur = [index, role, cs, 0, trims, ce, False, self._tables.enders[pattern]]
+            cur = self._cur = [index, role, cs, 0, trims, ce, False, self._tables.enders[pattern], []]
         elif (cur[1], cur[2]) != (role, cs):
             cur[6] = False
             return
         # Content read to the end of the text, but for what may be the start of its closing
         # delimiter: new text without anything that ends the content only extends it.
         cur[5], cur[6] = ce, ce >= len(buf) - self._hold
+        cur[8] = [self._tables.matcher(p) for p in dict.fromkeys(patterns)]
         events += self._more_content(cur)
 
     def _consume(self, n: int) -> None:
@@ -392,6 +441,7 @@ class _Tables:
         # For each content slot: a search for what can end it (what it refuses, the text after it).
         self.enders: dict[str, re.Pattern[str]] = {}
         self._endings: dict[tuple[str, ...], re.Pattern[str]] = {}
+        self._matchers: dict[str, Callable[[str, int], re.Match[str] | None]] = {}
         for state in range(len(reader.alts)):
             for form in reader._tolerant_forms(state, "turn"):
                 if form.content_pattern in self.enders:
@@ -404,6 +454,13 @@ class _Tables:
                 ends += [x[: self.hold] for x in reader.continuations(form)]
                 ends = sorted({x for x in ends if x}, key=len, reverse=True)
                 self.enders[form.content_pattern] = re.compile("|".join(re.escape(x) for x in ends) or "(?!)")
+
+    def matcher(self, pattern: str) -> Callable[[str, int], re.Match[str] | None]:
+        """The compiled match of a content pattern."""
+        found = self._matchers.get(pattern)
+        if found is None:
+            found = self._matchers.setdefault(pattern, re.compile(pattern).match)
+        return found
 
     def ending(self, patterns: list[str]) -> re.Pattern[str]:
         """One search for what can end any of these content slots."""
