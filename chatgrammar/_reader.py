@@ -104,6 +104,22 @@ class Reader:
             if any(openings)
             else None
         )
+        # The states that may read something at a character: by the first character of the literal
+        # their alternatives begin with, and those with an alternative that begins otherwise (resync
+        # tries only these at each opening it finds: at each space, for gpt-oss's " to=").
+        starters: dict[str, set[int]] = {}
+        free: set[int] = set()
+        for state, alts in enumerate(self.alts):
+            for parts, _action, _folded in alts:
+                first = unescape(parts[0]) if parts and _is_literal(parts[0]) else ""  # type: ignore[arg-type]
+                if first:
+                    starters.setdefault(first[0], set()).add(state)
+                else:
+                    free.add(state)
+        self._starters = {c: sorted(states | free) for c, states in starters.items()}
+        # Longer than anything a content may not start with (and than a whitespace check).
+        self._run = 2 + max((len(x) for r in compiled.rules.values() for x in r.at_start), default=0)
+        self._free = sorted(free)
         self._dates = None
 
     # -- one step ----------------------------------------------------------------
@@ -490,10 +506,20 @@ class Reader:
         """The next position after ``pos`` where some state reads a turn."""
         if self._openings is None:
             return None
-        order = [state] + [s for s in range(len(self.table)) if s != state]
+        free = set(self._free)
+        tried = -1  # the last position where the states that read content first were tried
         for m in self._openings.finditer(text, pos + 1):
             q = m.start()
-            for s in order:
+            candidates = self._starters.get(text[q], self._free)
+            if tried == q - 1 and text.startswith(text[q] * self._run, q - 1):
+                # Deep in a run of one character, a state that reads content first reads what it
+                # read one character before, where it failed (its patterns are unrolled loops, and
+                # what a content may not start with is shorter than the run): only literals are
+                # tried. Without this, a megabyte of spaces costs a megabyte of content reads.
+                candidates = [s for s in candidates if s not in free]
+            tried = q
+            # ``state`` first, then the others in order
+            for s in ([state] if state in candidates else []) + [s for s in candidates if s != state]:
                 step = self._step(s, text, q)
                 if step is not None and step[0] is not None:
                     return q, s
@@ -873,9 +899,11 @@ _PARTIAL_DATE = r"[0-9A-Za-z ,.\-/]*"  # what the start of a date written by str
 
 
 def _loose_literal(text: str) -> str:
+    # Possessive: whitespace runs are read once, never split between neighbours (two greedy
+    # runs side by side backtrack over every split of a long run of spaces).
     pieces = _WS.split(text)
-    body = r"\s*".join(re_escape(p) for p in pieces)
-    return body + r"[ \t]*"
+    body = r"\s*+".join(re_escape(p) for p in pieces)
+    return body + r"[ \t]*+"
 
 
 def _loose_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) -> _Form | None:

@@ -414,7 +414,7 @@ class StreamParser:
         e = ParseError(reason, text=buf, pos=0, format=self.format.name)
         e.pos = self._base
         e.line, e.column = self._lines, self._base - self._line_start + 1
-        e.args = (f"{reason} (line {e.line}, column {e.column})\n{e.snippet}",)
+        e.args = (f"{e.reason} (line {e.line}, column {e.column})\n{e.snippet}",)
         return e
 
 
