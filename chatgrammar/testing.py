@@ -106,12 +106,13 @@ def fuzz_pieces(fmt: str | Format) -> list[str]:
 
 def mutate(text: str, rng: random.Random, pieces: Sequence[str], steps: int | None = None) -> str:
     """``text`` after a few random edits: pieces and characters inserted, spans deleted, swapped,
-    repeated or replaced by a piece, the text cut short. ``steps`` edits (1 to 4 by default)."""
+    repeated or replaced by a piece, the text cut short, a space or newline made a long run.
+    ``steps`` edits (1 to 4 by default)."""
     for _ in range(rng.randint(1, 4) if steps is None else steps):
         n = len(text)
         i = rng.randint(0, n)
         j = min(n, i + rng.choice((1, 2, 4, 16, 64)))
-        op = rng.randrange(8)
+        op = rng.randrange(9)
         if op == 0:
             text = text[:i] + rng.choice(pieces) + text[i:]
         elif op == 1:
@@ -128,8 +129,12 @@ def mutate(text: str, rng: random.Random, pieces: Sequence[str], steps: int | No
             text = text[:i]
         elif op == 6:
             text = text[:i] + rng.choice(pieces) + text[j:]
-        else:  # the same character twice, or a character dropped from a delimiter
+        elif op == 7:  # the same character twice, or a character dropped from a delimiter
             text = text[:i] + text[i : i + 1] + text[i:] if rng.random() < 0.5 else text[:i] + text[i + 1 :]
+        else:  # a long run of whitespace where there is some (patterns that split runs backtrack)
+            k = text.find(rng.choice(" \n"), i)
+            if k != -1:
+                text = text[:k] + text[k] * rng.choice((16, 256, 2048)) + text[k:]
     return text
 
 
