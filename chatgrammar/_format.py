@@ -973,14 +973,29 @@ class Format:
                 if got is not None:
                     return _with_dropped(variant, got)
             return _with_dropped(self._variant(None), self.lark.parse(text))
-        variant = self._variant(options)
-        got = variant.scanner.scan(text)
-        return _with_dropped(variant, got if got is not None else variant.lark.parse(text))
+        variants = self._given(options)
+        for variant in variants:
+            got = variant.scanner.scan(text)
+            if got is not None:
+                return _with_dropped(variant, got)
+        return _with_dropped(variants[0], variants[0].lark.parse(text))
+
+    def _given(self, options: dict[str, Any]) -> list[_Variant]:
+        """The variants a text written with these options may be in: theirs, then those a flag in
+        the system message switches to (SmolLM3's /think sets enable_thinking whatever was passed;
+        the flag is not written, so the text does not say)."""
+        variants = [self._variant(options)]
+        for option, value, _flag in self._option_flags:
+            if option in options and options[option] != value:
+                flagged = self._variant({**options, option: value})
+                if flagged not in variants:
+                    variants.append(flagged)
+        return variants
 
     def _parse_positioned(self, text: str, strict: bool, spans: bool, options: dict[str, Any]) -> Parsed:
         if not isinstance(text, str):
             raise TypeError(f"parse() takes a str, not {type(text).__name__}")
-        variants = [self._variant(options)] if options else self._all_variants()
+        variants = self._given(options) if options else self._all_variants()
         for variant in variants:
             r = variant.reader.read(text, tolerant=False)
             if r.ok:

@@ -109,6 +109,7 @@ class Reader:
         # tries only these at each opening it finds: at each space, for gpt-oss's " to=").
         starters: dict[str, set[int]] = {}
         free: set[int] = set()
+        longest = 0
         for state, alts in enumerate(self.alts):
             for parts, _action, _folded in alts:
                 first = unescape(parts[0]) if parts and _is_literal(parts[0]) else ""  # type: ignore[arg-type]
@@ -116,9 +117,11 @@ class Reader:
                     starters.setdefault(first[0], set()).add(state)
                 else:
                     free.add(state)
+                longest = max([longest, *(len(unescape(p)) for p in parts if _is_literal(p))])  # type: ignore[arg-type]
         self._starters = {c: sorted(states | free) for c, states in starters.items()}
-        # Longer than anything a content may not start with (and than a whitespace check).
-        self._run = 2 + max((len(x) for r in compiled.rules.values() for x in r.at_start), default=0)
+        # Longer than any literal, and than anything a content may not start with: deep in a run of
+        # one character this long, every alternative reads as it read one character before.
+        self._run = 2 + max([longest, *(len(x) for r in compiled.rules.values() for x in r.at_start)])
         self._free = sorted(free)
         self._dates = None
 
@@ -506,18 +509,19 @@ class Reader:
         """The next position after ``pos`` where some state reads a turn."""
         if self._openings is None:
             return None
-        free = set(self._free)
-        tried = -1  # the last position where the states that read content first were tried
+        tried = -1  # the last position tried
+        run = self._run
         for m in self._openings.finditer(text, pos + 1):
             q = m.start()
-            candidates = self._starters.get(text[q], self._free)
-            if tried == q - 1 and text.startswith(text[q] * self._run, q - 1):
-                # Deep in a run of one character, a state that reads content first reads what it
-                # read one character before, where it failed (its patterns are unrolled loops, and
-                # what a content may not start with is shorter than the run): only literals are
-                # tried. Without this, a megabyte of spaces costs a megabyte of content reads.
-                candidates = [s for s in candidates if s not in free]
+            deep = tried == q - 1 and text.startswith(text[q] * run, q - 1)
             tried = q
+            if deep:
+                # Deep in a run of one character, every alternative reads as it read one character
+                # before, where none stepped (patterns are unrolled loops; the run is longer than any
+                # literal and than anything a content may not start with). Without this, a megabyte
+                # of newlines costs a megabyte of tries of every state.
+                continue
+            candidates = self._starters.get(text[q], self._free)
             # ``state`` first, then the others in order
             for s in ([state] if state in candidates else []) + [s for s in candidates if s != state]:
                 step = self._step(s, text, q)

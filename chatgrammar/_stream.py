@@ -157,13 +157,17 @@ class StreamParser:
         place (else: the first end)."""
         buf = self._buf
         start, q = known[0], min(known[1], len(buf) - new - self._hold) - 1
-        for _ in range(64):  # back to a character that is not whitespace (stripped contents start there)
-            if q <= start or not buf[q].isspace():
-                break
-            q -= 1
-        if q < start or buf[q].isspace():
+        if q < start:
             return None
         ends = {m.end() if (m := match(buf, q)) else -1 for match in matchers}
+        if -1 in ends:  # a stripped content steps from a character that is not whitespace
+            for _ in range(64):
+                if q <= start or not buf[q].isspace():
+                    break
+                q -= 1
+            if q < start or buf[q].isspace():
+                return None
+            ends = {m.end() if (m := match(buf, q)) else -1 for match in matchers}
         if agree and len(ends) != 1:
             return None
         end = min(ends)

@@ -257,9 +257,10 @@ def conversations(
     if allow_open and can_open and not gen and msgs and msgs[-1].content.strip() and draw(st.integers(0, 3)) == 0:
         last = msgs[-1]
         opened = [*msgs[:-1], last.model_copy(update={"complete": False})]
-        try:  # a turn written bare, where it would read as another, cannot be left open
+        try:  # a turn written bare, where it would read as another, cannot be left open; nor one
+            # that holds nothing once its flags are taken out (SmolLM3's /think)
             f.render(opened, on_unsafe="allow", tools=tools, **options)
-        except UnsupportedConversationError:
+        except RenderError:
             pass
         else:
             msgs = opened

@@ -533,3 +533,17 @@ def test_validate_messages_reports_every_problem() -> None:
     assert d.pos == 2 and (d.line, d.column) == (1, 3)
     roles = cg.validate([{"role": "wizard", "content": "c"}], "llama2")
     assert [d.code for d in roles] == ["unknown-role", "role-order"] or "unknown-role" in [d.code for d in roles]
+
+
+def test_options_overridden_by_a_flag_in_the_system_message_still_read() -> None:
+    # SmolLM3's template switches to /think when the system message says so, whatever
+    # enable_thinking was: the text is then in the /think variant, and the flag is not written.
+    fmt = cg.get_format("smollm3")
+    msgs = [{"role": "system", "content": "/think"}, {"role": "user", "content": "Hi"}]
+    text = fmt.render(msgs, add_generation_prompt=True, enable_thinking=False)
+    assert text == fmt.render(msgs[1:], add_generation_prompt=True, enable_thinking=True)
+    assert cg.validate(text, fmt, enable_thinking=False) == []
+    assert fmt.parse(text, enable_thinking=False) == fmt.parse(text, enable_thinking=True)
+    assert [m.role for m in fmt.parse(text, enable_thinking=False)][-2:] == ["user", "assistant"]
+    with pytest.raises(cg.ParseError):  # a text /no_think cannot write is still refused
+        fmt.parse(text.replace("<|im_start|>user", "<|im_start|>usr"), enable_thinking=False)
