@@ -90,6 +90,10 @@ class StreamParser:
         self._drop_layer: tuple[int, DropLayer] = (0, self._variant.planner.drop_layer()) if self._dropped else (0, {})
         self._tables = _tables(self._variant)
         self._hold = self._tables.hold
+        # Longer than what any reading looks at, from one place: deep in a run of one character
+        # this long, new characters of the run change nothing (see _feed).
+        self._run = max(self._hold, self._reader._run)
+        self._idle = False  # the last reading decided nothing and told nothing
         c = self._variant.compiled
         self._folder = _Folder(c.payloads, {s.role for s in c.shapes.values() if s.role}) if c.structural else None
 
@@ -121,6 +125,15 @@ class StreamParser:
                 self._quiet = (ending, matchers, (known[0], end))
                 return []
         cur = self._cur
+        if self._idle and (cur is None or not cur[6]):
+            # The last reading decided nothing, and the text so far ends with a long run of one
+            # character that this chunk only makes longer: deep in such a run everything reads as
+            # it read one character before, so nothing changes (a model repeating newlines).
+            old = len(self._buf) - len(chunk)
+            run = self._run
+            c = self._buf[old - 1] if old else ""
+            if old >= run and chunk == c * len(chunk) and self._buf.startswith(c * run, old - run):
+                return []
         if cur is not None and cur[6]:
             # After a content that ran to the end of the text so far, new text without anything
             # that ends that content only extends it.
@@ -250,7 +263,9 @@ class StreamParser:
     def _advance(self, final: bool, stopped: bool = False) -> list[Event]:
         events: list[Event] = []
         reader = self._reader
+        start = self._base
         self._quiet = None
+        self._idle = False
         waiting = False  # the text so far ends inside a turn (not: a turn read, not yet decided)
         while self._buf:
             step = reader._step(self._state, self._buf, 0)
@@ -277,7 +292,9 @@ class StreamParser:
             self._consume(new_pos)
             self._state = new_state
         if not final and self._buf:
+            consumed = self._base
             self._in_progress(events, waiting)
+            self._idle = not events and self._base == consumed and self._base == start
         elif not final:
             pass
         elif self._buf and stopped:
