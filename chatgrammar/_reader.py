@@ -601,11 +601,15 @@ class Reader:
 
     def _content_reach(self, form: _Form, text: str, at: int) -> int:
         """How much of ``text`` from ``at`` the form's content pattern reads, in context."""
+        m = self.content_match(form)(text, at)
+        return m.end() - at if m else 0
+
+    def content_match(self, form: _Form) -> Callable[[str, int], re.Match[str] | None]:
+        """The form's content pattern, compiled (once per form)."""
         match = self._reach.get(id(form))
         if match is None:
             match = self._reach[id(form)] = re.compile(form.content_pattern).match
-        m = match(text, at)
-        return m.end() - at if m else 0
+        return match
 
     def _content_info(self, form: _Form) -> tuple[list[str], Callable[[str], object], bool]:
         """What can follow a form's content, its fullmatch, and whether the template trims its end."""

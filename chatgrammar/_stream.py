@@ -292,9 +292,8 @@ class StreamParser:
             self._consume(new_pos)
             self._state = new_state
         if not final and self._buf:
-            consumed = self._base
             self._in_progress(events, waiting)
-            self._idle = not events and self._base == consumed and self._base == start
+            self._idle = not events and self._base == start  # nothing told, nothing read
         elif not final:
             pass
         elif self._buf and stopped:
@@ -364,7 +363,7 @@ class StreamParser:
         reader = self._reader
         buf = self._buf
         readings: list[tuple[str, int, int, bool, bool]] = []
-        patterns: list[str] = []
+        matchers: dict[str, Callable[[str, int], re.Match[str] | None]] = {}  # by content pattern
         for form in reader._tolerant_forms(self._state, "turn"):
             m = form.match(buf, 0)
             if m is None:
@@ -377,13 +376,14 @@ class StreamParser:
             plain = not form.bare and form.action[4] is None
             readings.append((msg.role, span.content_start, span.content_end, trims, plain))
             pattern = form.content_pattern
-            patterns.append(pattern)
+            matchers[pattern] = reader.content_match(form)
+        opening = any(form.match(buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
         undecided = (
             not readings
             or len({(r, cs, ce) for r, cs, ce, _, _ in readings}) > 1
             or not all(plain for *_, plain in readings)
             or readings[0][2] == readings[0][1]  # no content yet: the text may be another turn's opening
-            or any(form.match(buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
+            or opening
         )
         if undecided:
             if self._cur is not None:
@@ -393,15 +393,15 @@ class StreamParser:
                 and readings
                 and len(buf) > 2 * self._hold  # longer than any delimiter: every reading under way
                 and all(cs < ce and ce >= len(buf) - self._hold for _r, cs, ce, *_ in readings)
-                and not any(form.match(buf, 0) for form in reader._tolerant_forms(self._state, "opening"))
+                and not opening
             ):
                 # Every reading's content runs to the end of the text (or to what may begin its
                 # closing delimiter), and the turn is told at its end or the readings disagree on
                 # it (Gemma's system text or user turn): until something arrives that could end
                 # one of those contents, more text reads the same.
-                matchers = [self._tables.matcher(p) for p in dict.fromkeys(patterns)]
                 known = (max(cs for _r, cs, *_ in readings), min(ce for _r, _cs, ce, *_ in readings))
-                self._quiet = (self._tables.ending(patterns), matchers, known) if known[0] < known[1] else None
+                if known[0] < known[1]:
+                    self._quiet = (self._tables.ending(list(matchers)), list(matchers.values()), known)
             return
         role, cs, ce, trims, _plain = readings[0]
         cur = self._cur
@@ -414,7 +414,7 @@ class StreamParser:
         # Content read to the end of the text, but for what may be the start of its closing
         # delimiter: new text without anything that ends the content only extends it.
         cur[5], cur[6] = ce, ce >= len(buf) - self._hold
-        cur[8] = [self._tables.matcher(p) for p in dict.fromkeys(patterns)]
+        cur[8] = list(matchers.values())
         events += self._more_content(cur)
 
     def _consume(self, n: int) -> None:
@@ -462,7 +462,6 @@ class _Tables:
         # For each content slot: a search for what can end it (what it refuses, the text after it).
         self.enders: dict[str, re.Pattern[str]] = {}
         self._endings: dict[tuple[str, ...], re.Pattern[str]] = {}
-        self._matchers: dict[str, Callable[[str, int], re.Match[str] | None]] = {}
         for state in range(len(reader.alts)):
             for form in reader._tolerant_forms(state, "turn"):
                 if form.content_pattern in self.enders:
@@ -475,13 +474,6 @@ class _Tables:
                 ends += [x[: self.hold] for x in reader.continuations(form)]
                 ends = sorted({x for x in ends if x}, key=len, reverse=True)
                 self.enders[form.content_pattern] = re.compile("|".join(re.escape(x) for x in ends) or "(?!)")
-
-    def matcher(self, pattern: str) -> Callable[[str, int], re.Match[str] | None]:
-        """The compiled match of a content pattern."""
-        found = self._matchers.get(pattern)
-        if found is None:
-            found = self._matchers.setdefault(pattern, re.compile(pattern).match)
-        return found
 
     def ending(self, patterns: list[str]) -> re.Pattern[str]:
         """One search for what can end any of these content slots."""
