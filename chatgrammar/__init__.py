@@ -7,6 +7,8 @@ Message(role='assistant', content='', complete=False)
 """
 
 from ._api import parse, parse_completion, render, render_spans
+from ._custom import from_gguf, from_pretrained, from_tokenizer_config, load_format
+from ._derive import TemplateCaptureError, from_template, match_template
 from ._errors import (
     ChatGrammarError,
     GrammarError,
@@ -19,7 +21,7 @@ from ._errors import (
 from ._format import Format, RolePolicy
 from ._inspect import SAME_LANGUAGE, detect, validate
 from ._message import Message
-from ._registry import formats, get_format
+from ._registry import formats, get_format, register, unregister
 from ._results import (
     Completion,
     ContentDelta,
@@ -55,6 +57,7 @@ __all__ = [
     "RolePolicy",
     "Span",
     "StreamParser",
+    "TemplateCaptureError",
     "ToolCallDelta",
     "ToolCallEnd",
     "ToolCallStart",
@@ -63,11 +66,19 @@ __all__ = [
     "UnsupportedConversationError",
     "detect",
     "formats",
+    "from_gguf",
+    "from_pretrained",
+    "from_template",
+    "from_tokenizer_config",
     "get_format",
+    "load_format",
+    "match_template",
     "parse",
     "parse_completion",
     "render",
+    "register",
     "render_spans",
+    "unregister",
     "validate",
 ]
 

@@ -156,12 +156,22 @@ class UnknownFormatError(ChatGrammarError, LookupError):
 
 
 class GrammarError(ChatGrammarError):
-    """A grammar that is not a valid chatgrammar format; ``line`` is 1-based when known."""
+    """A grammar that is not a valid chatgrammar format.
 
-    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+    ``line`` and ``column`` (1-based) point into the grammar's source when known; ``message``
+    is the explanation without the place.
+    """
+
+    def __init__(
+        self, message: str, *, source: str | None = None, line: int | None = None, column: int | None = None
+    ) -> None:
+        self.message = message
         self.source = source
         self.line = line
+        self.column = column
         where = ""
         if source:
-            where = f"{source}:{line}: " if line else f"{source}: "
+            where = (
+                f"{source}:{line}:{column}: " if line and column else f"{source}:{line}: " if line else f"{source}: "
+            )
         super().__init__(where + message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,8 +12,15 @@ from itertools import product
 from typing import Any, Literal, overload
 
 from ._compiler import ASSISTANT, Compiled, compile_spec
-from ._errors import ChatGrammarError, ParseError, RenderError, UnsafeContentError, UnsupportedConversationError
-from ._grammar import GrammarSpec, load_grammar, read_header
+from ._errors import (
+    ChatGrammarError,
+    GrammarError,
+    ParseError,
+    RenderError,
+    UnsafeContentError,
+    UnsupportedConversationError,
+)
+from ._grammar import GrammarSpec, load_grammar, located, read_header
 from ._ir import STRUCTURAL, TOOL_CALL, TOOL_DEF, TOOL_RESULT_NAME, Msg
 from ._larkparser import LarkParser
 from ._message import Message, MessageLike, make_message, read_messages
@@ -70,7 +78,10 @@ class Format:
     """
 
     def __init__(self, source: str, *, origin: str = "<grammar>", import_paths: Sequence[str] = ()) -> None:
-        self._header = read_header(source, origin)
+        try:
+            self._header = read_header(source, origin)
+        except GrammarError as e:
+            raise located(e, source) from None
         self.grammar: str = source
         self.origin = origin
         self._import_paths = list(import_paths)
@@ -92,6 +103,66 @@ class Format:
         self._gather: tuple[str, str | None] | None = header.get("system-gather")
         self._option_flags: list[tuple[str, Any, str]] = header.get("option-flags", [])
         self._reasoning_field: str | None = header.get("reasoning-field")
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | str | os.PathLike[str]) -> Format:
+        """A format from a declarative spec: a mapping, or JSON/TOML text or a ``.json``/``.toml`` file.
+
+        Three shapes are read: chatgrammar's ``roles`` of ``pre``/``post``; litellm's
+        ``register_prompt_template`` arguments (``pre_message``/``post_message``,
+        ``initial_prompt_value``, ``final_prompt_value``, ``bos_token``, ``eos_token``); and
+        chatformat's rounds (``with_system``/``without_system``). The spec is compiled to a
+        grammar (``.grammar`` holds it), so the format parses as well as it renders.
+
+        >>> fmt = Format.from_spec({"name": "tiny", "roles": {
+        ...     "user": {"pre": "<|user|>\\n", "post": "<|end|>\\n"},
+        ...     "assistant": {"pre": "<|bot|>\\n", "post": "<|end|>\\n"}}})
+        >>> text = fmt.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+        >>> text
+        '<|user|>\\nHi<|end|>\\n<|bot|>\\n'
+        >>> fmt.parse(text + "Hello<|end|>\\n")[-1].content, fmt.stop
+        ('Hello', ['<|end|>'])
+
+        A spec that cannot be read back (two contents with nothing between them) raises
+        GrammarError, showing the grammar it compiled to.
+        """
+        from ._custom import format_from_spec
+
+        return format_from_spec(spec)
+
+    def to_lark(self) -> str:
+        """The grammar's source (the spec both directions are derived from).
+
+        ``%import .fragments.…`` lines refer to chatgrammar's ``grammars/fragments``.
+        """
+        return self.grammar
+
+    def to_jinja(self) -> str:
+        """A Hugging Face ``chat_template`` that renders byte-identically to this format.
+
+        The format's renders are probed for what it writes around each role's content,
+        written as a template, and the template is checked against the format on
+        generated conversations (with jinja2 under Hugging Face's settings) before it is
+        returned. Formats outside that family (a system message merged into the first user
+        turn, tool calls, thinking) raise ``TemplateCaptureError`` naming the probe.
+
+        >>> from chatgrammar import get_format
+        >>> print(get_format("chatml").to_jinja().splitlines()[-5])
+        {{ '<|im_start|>' }}{{ message['role'] }}{{ '\\n' }}{{ message['content'] }}{{ '<|im_end|>\\n' }}
+        """
+        from ._export import to_jinja
+
+        return to_jinja(self)
+
+    def constraint_grammar(self, dialect: str = "lark", *, special_tokens: bool = False) -> str:
+        """A grammar of one assistant answer (content, then a stop string) for constrained decoding.
+
+        ``dialect="lark"`` is llguidance's Lark (vLLM, SGLang and llama.cpp read it through
+        llguidance); ``"gbnf"`` is llama.cpp's GBNF. Tool calls and thinking are not in it.
+        """
+        from ._constrain import assistant_grammar
+
+        return assistant_grammar(self, dialect=dialect, special_tokens=special_tokens)
 
     # -- metadata --------------------------------------------------------------
 
@@ -358,9 +429,12 @@ class Format:
             with self._lock:
                 variant = self._variants.get(key)
                 if variant is None:
-                    if self._spec is None:
-                        self._spec = load_grammar(self.grammar, origin=self.origin, import_paths=self._import_paths)
-                    variant = _Variant(compile_spec(self._spec, values))
+                    try:
+                        if self._spec is None:
+                            self._spec = load_grammar(self.grammar, origin=self.origin, import_paths=self._import_paths)
+                        variant = _Variant(compile_spec(self._spec, values))
+                    except GrammarError as e:
+                        raise located(e, self.grammar) from None
                     self._variants[key] = variant
                     if key == tuple(vals[0] for vals in declared.values()):
                         self._default = variant

@@ -284,13 +284,18 @@ def load_grammar(source: str, *, origin: str, import_paths: Sequence[str]) -> Gr
         builder.load_grammar(source, origin)
         builder.validate()
     except UnexpectedInput as e:
-        raise GrammarError(f"not valid Lark syntax: {_first_line(e)}", source=origin, line=e.line) from None
+        raise GrammarError(
+            f"not valid Lark syntax: {_first_line(e)}", source=origin, line=e.line, column=e.column
+        ) from None
     except (LarkGrammarError, OSError) as e:
         text = str(e)
         at = re.search(r"at line (\d+) column (\d+)", text)
         if at:  # Lark could not read the grammar itself
             raise GrammarError(
-                f"not valid Lark syntax: {_first_line(e)}", source=origin, line=int(at.group(1))
+                f"not valid Lark syntax: {_first_line(e)}",
+                source=origin,
+                line=int(at.group(1)),
+                column=int(at.group(2)),
             ) from None
         raise GrammarError(text, source=origin, line=_line_of_name(source, text)) from None
     return _Builder(builder._definitions, header, source, origin).build()
@@ -569,3 +574,28 @@ def _unmangled(name: str) -> str:
 def _header_line(source: str, key: str) -> int | None:
     m = re.search(rf"^\s*//\s*{re.escape(key)}\s*:", source, re.MULTILINE)
     return source.count("\n", 0, m.start()) + 1 if m else None
+
+
+def located(e: GrammarError, source: str) -> GrammarError:
+    """The error with the grammar's line and column, found from the rule or terminal it names.
+
+    The compiler works on rules, not text: its errors name a rule (``message rule 'user'``)
+    and this finds where that rule is defined. An error that knows its line gets the column
+    of the first name it quotes on that line (or of the line's first character).
+    """
+    if e.line is not None and e.column is not None:
+        return e
+    names = re.findall(r"'([^'\n]+)'", e.message)
+    lines = source.splitlines()
+    if e.line is not None:
+        text = lines[e.line - 1] if 0 < e.line <= len(lines) else ""
+        found = [text.find(n) for n in names if n in text]
+        column = (found[0] if found else len(text) - len(text.lstrip())) + 1
+        return GrammarError(e.message, source=e.source, line=e.line, column=column)
+    for name in names:
+        m = re.search(rf"^\s*[?!]?({re.escape(name)})\b\s*(\{{[^}}]*\}})?\s*(\.\d+)?\s*:", source, re.MULTILINE)
+        if m:
+            line = source.count("\n", 0, m.start(1)) + 1
+            column = m.start(1) - (source.rfind("\n", 0, m.start(1)) + 1) + 1
+            return GrammarError(e.message, source=e.source, line=line, column=column)
+    return e

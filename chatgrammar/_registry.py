@@ -13,7 +13,7 @@ from pathlib import Path
 from ._errors import GrammarError, UnknownFormatError
 from ._format import Format
 
-__all__ = ["formats", "get_format", "grammar_dir", "normalize_name"]
+__all__ = ["formats", "get_format", "grammar_dir", "normalize_name", "register", "unregister"]
 
 _lock = threading.Lock()
 _by_name: dict[str, Format] = {}  # normalized name, alias or model id -> format
@@ -113,3 +113,48 @@ def get_format(name: str | Format) -> Format:
         suggestions = list(dict.fromkeys(index[c].name for c in close))[:3]
         raise UnknownFormatError(name, suggestions)
     return fmt
+
+
+def register(fmt: Format, *, replace: bool = False) -> Format:
+    """Add a format to the registry: ``get_format``, ``render`` and ``parse`` find it by its name,
+    aliases and model ids from then on.
+
+    A name, alias or model id already taken by another format raises :class:`GrammarError`
+    naming both, unless ``replace=True``, which first removes the format that had that name.
+    Returns the format.
+    """
+    if not isinstance(fmt, Format):
+        raise TypeError(f"register takes a Format (see load_format, Format.from_spec), not {type(fmt).__name__}")
+    fmt._c  # noqa: B018 - compile first: a format that cannot compile is never registered
+    _load()
+    with _lock:
+        if replace and fmt.name in _canonical and _canonical[fmt.name] is not fmt:
+            _remove(_canonical[fmt.name])
+        keys = [normalize_name(k) for k in [fmt.name, *fmt.aliases, *fmt.models]]
+        for key in keys:
+            other = _by_name.get(key)
+            if other is not None and other is not fmt and _canonical.get(other.name) is other:
+                raise GrammarError(
+                    f"{key!r} already names the format {other.name!r}: rename yours, or register(..., replace=True)",
+                    source=fmt.origin,
+                )
+        for key in keys:
+            _by_name[key] = fmt
+        _canonical[fmt.name] = fmt
+        _seen.clear()
+    return fmt
+
+
+def _remove(fmt: Format) -> None:
+    for key, value in list(_by_name.items()):
+        if value is fmt:
+            del _by_name[key]
+    _canonical.pop(fmt.name, None)
+    _seen.clear()
+
+
+def unregister(name: str | Format) -> None:
+    """Remove a format from the registry (a built-in comes back with ``register(..., replace=True)``)."""
+    fmt = get_format(name)
+    with _lock:
+        _remove(fmt)

@@ -44,10 +44,10 @@ def test_the_good_grammar_works() -> None:
         (("user: _U [TEXT] _E", "user: _U [TEXT] _E user"), "rule 'user' is recursive", 6),
         (('_U: "<u>"', "_U: /<u+>/"), "regular expression", 9),
         (("start: (user assistant)* [user [generation]]", "start: (user assistant)* (("), "not valid Lark syntax", 5),
-        (("user: _U [TEXT] _E", "user: _U [TEXT] [TEXT] _E"), "exactly one content slot", None),
+        (("user: _U [TEXT] _E", "user: _U [TEXT] [TEXT] _E"), "exactly one content slot", 6),
         (("start: (user assistant)*", "start: TEXT (user assistant)*"), "outside any message rule", None),
-        (("assistant: _A [TEXT] _E", "assistant: _A [TEXT] [_U] _E"), "optional part without the content slot", None),
-        (("assistant: _A [TEXT] _E", "assistant: _A ([TEXT] | _U) _E"), "repetition or alternatives", None),
+        (("assistant: _A [TEXT] _E", "assistant: _A [TEXT] [_U] _E"), "optional part without the content slot", 7),
+        (("assistant: _A [TEXT] _E", "assistant: _A ([TEXT] | _U) _E"), "repetition or alternatives", 7),
     ],
 )
 def test_mistakes(change: tuple[str, str], words: str, line: int | None) -> None:
@@ -58,7 +58,8 @@ def test_mistakes(change: tuple[str, str], words: str, line: int | None) -> None
     assert words in str(info.value)
     if line is not None:
         assert info.value.line == line
-        assert str(info.value).startswith(f"demo.lark:{line}: ")
+        assert info.value.column is not None and info.value.column >= 1
+        assert str(info.value).startswith(f"demo.lark:{line}:{info.value.column}: ")
 
 
 def test_adjacent_slots_are_refused() -> None:
