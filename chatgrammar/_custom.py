@@ -97,9 +97,9 @@ def format_from_spec(spec: Mapping[str, Any] | str | os.PathLike[str]) -> Format
         return _compiled(
             Format(source, origin=f"<spec {mapping.get('name', 'custom')}>", import_paths=[str(grammar_dir())])
         )
-    except GrammarError as e:
+    except (GrammarError, MemoryError) as e:
         raise GrammarError(
-            f"the spec does not make a format chatgrammar can read back: {e.message}\n"
+            f"the spec does not make a format chatgrammar can read back: {getattr(e, 'message', type(e).__name__)}\n"
             f"the grammar it compiled to:\n{source}"
         ) from None
 

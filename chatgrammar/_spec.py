@@ -219,7 +219,7 @@ def grammar_source(spec: FlatSpec) -> str:
         start_rules.append(f"_closed: {alts(not_system)}")
         open_star = "_open*" if not_assistant else ""
         reopen = f"{' '.join(bos)} system {open_star}" if "system" in spec.roles else ""
-        loop = f"(assistant _closed* {reopen})*" if reopen else "[assistant _closed*]"
+        loop = f"(assistant _closed* {reopen})* [assistant _closed*]" if reopen else "[assistant _closed*]"
         body = f"{open_star} {loop}".strip()
         if spec.needs_message:
             raise GrammarError("litellm specs render an empty conversation; needs_message does not apply")
@@ -504,16 +504,15 @@ def rounds_source(spec: Mapping[str, Any]) -> str:
         f"assistant: {seq('[TEXT]', terms.pieces(w2, 'end'))}",
     ]
     sep_pieces = terms.pieces(sep, "sep")
-    later = f"({seq(sep_pieces, 'user assistant')})* {seq(sep_pieces, 'user')}"
-    tail = f"[assistant [{later}]]"
-    first = f"user {tail}"
+    later = f"({seq(sep_pieces, 'user assistant')})* [{seq(sep_pieces, 'user')} [generation]]"
+    first = f"user ([generation] | assistant {later})"
     roles = ["user", "assistant"]
     if with_system:
         s0, s1, s2, s3 = split(with_system, ["system", "user", "assistant"])
         rules.insert(0, f"system: {seq(terms.pieces(s0, 'system'), '[TEXT]', terms.pieces(s1, 'system_end'))}")
         rules.insert(1, f"user__after_system: {seq('[TEXT]', terms.pieces(s2, 'assistant'))}")
         rules.insert(2, f"assistant__after_system: {seq('[TEXT]', terms.pieces(s3, 'end'))}")
-        first = f"(system user__after_system [assistant__after_system [{later}]] | {first})"
+        first = f"(system user__after_system ([generation] | assistant__after_system {later}) | {first})"
         roles.insert(0, "system")
     bos = terms.pieces(_str(spec, "bos"), "bos")
     start = f"start: {seq(bos, first)}"
