@@ -53,14 +53,10 @@ def load_format(path_or_source: str | os.PathLike[str], *, register_it: bool = F
     """
     paths = [str(grammar_dir())]
     text = os.fspath(path_or_source)
-    if "\n" not in text and text.endswith(".lark"):
+    if isinstance(path_or_source, os.PathLike) or ("\n" not in text and text.endswith(".lark")):
         path = Path(text)
         if not path.is_file():
             raise FileNotFoundError(f"no grammar file at {text!r}")
-        source, origin = path.read_text(encoding="utf-8"), str(path)
-        paths.insert(0, str(path.resolve().parent))
-    elif isinstance(path_or_source, os.PathLike):
-        path = Path(path_or_source)
         source, origin = path.read_text(encoding="utf-8"), str(path)
         paths.insert(0, str(path.resolve().parent))
     else:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,10 +118,16 @@ class _Prober:
                 self.cache[key] = e
         return self.cache[key]
 
-    def gaps(self, roles: Sequence[str], gen: bool = False) -> list[str]:
-        """The texts between the (sentinel) contents: one more than the messages."""
-        text = self.run(roles, None, gen)
+    def gaps(self, roles: Sequence[str], gen: bool = False, contents: Sequence[str] | None = None) -> list[str]:
+        """The texts between the sentinels: one more than the messages.
+
+        ``contents`` each hold their sentinel (padded with whitespace, say): what the
+        template kept of the padding is then part of the gaps.
+        """
+        text = self.run(roles, contents, gen)
         probe = f"render {list(roles)}" + (" with the generation prompt" if gen else "")
+        if contents is not None:
+            probe += " with padded content"
         if isinstance(text, TemplateRaised):
             raise TemplateCaptureError(probe, f"the template raised {text}")
         out, pos = [], 0
@@ -172,9 +178,7 @@ def capture(
     render_a = compile_template(source, bos_token=bos_token, eos_token=eos_token, now=_DAY_A, **template_kwargs)
     render_b = compile_template(source, bos_token=bos_token, eos_token=eos_token, now=_DAY_B, **template_kwargs)
     spec, refused_roles, probes = derive_spec(render_a, render_b, bos_token=bos_token, eos_token=eos_token, name=name)
-    texts = [spec.bos, spec.initial, spec.final, spec.generation or "", spec.default_system or ""]
-    for turn in [*spec.roles.values(), *([spec.any_role] if spec.any_role else [])]:
-        texts += [turn.pre, turn.post]
+    texts = [spec.bos, spec.default_system or "", *spec.literals()]
     if special_tokens:
         spec.tokens = [t for t in dict.fromkeys(special_tokens) if t and any(t in x for x in texts)]
     fmt = Format(grammar_source(spec), origin=f"<template {name}>", import_paths=[str(grammar_dir())])
@@ -313,7 +317,7 @@ def derive_spec(
         plain = p.gaps(seq)
         contents = [_sentinel(k) for k in range(len(seq))]
         contents[i] = _PAD_LEFT + contents[i] + _PAD_RIGHT
-        padded = _padded_gaps(p, seq, contents)
+        padded = p.gaps(seq, contents=contents)
         before, after = padded[i], padded[i + 1]
         left = before == plain[i] + _PAD_LEFT
         right = after == _PAD_RIGHT + plain[i + 1]
@@ -361,23 +365,6 @@ def derive_spec(
 
 def _same(x: str | TemplateRaised) -> tuple[bool, str]:
     return (isinstance(x, TemplateRaised), str(x))
-
-
-def _padded_gaps(p: _Prober, seq: Sequence[str], contents: list[str]) -> list[str]:
-    text = p.run(seq, contents)
-    if isinstance(text, TemplateRaised):
-        raise TemplateCaptureError(f"render {list(seq)} with padded content", f"the template raised {text}")
-    out, pos = [], 0
-    for i in range(len(seq)):
-        at = text.find(_sentinel(i), pos)
-        if at < 0:
-            raise TemplateCaptureError(
-                f"render {list(seq)} with padded content", "a content went missing", expected=text
-            )
-        out.append(text[pos:at])
-        pos = at + len(_sentinel(i))
-    out.append(text[pos:])
-    return out
 
 
 def _fit(p: _Prober, ok_seqs: list[tuple[str, ...]], last: dict[str, str], roles: list[str]) -> FlatSpec:
@@ -548,21 +535,29 @@ _CONTENTS = [
 ]
 
 
-def _verify(result: Capture, render: Callable[..., str], roles: list[str], n: int, seed: int) -> None:
-    fmt = result.format
+def _conversations(
+    spec: FlatSpec, roles: list[str], n: int, seed: int, *, mixed: bool
+) -> Iterator[tuple[int, list[dict[str, Any]], bool]]:
+    """Seeded conversations: role orders the spec takes (every fourth one any order), contents
+    from _CONTENTS (``mixed``: sometimes two of them joined), the generation prompt or not."""
     rng = random.Random(seed)
-    all_roles = [*roles, *([r for r in ODD_ROLES if r not in result.refused_roles] if result.spec.any_role else [])]
     for k in range(n):
         length = rng.choice([0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 8])
-        if k % 4 == 3:
-            seq = [rng.choice(all_roles) for _ in range(length)]
-        else:
-            seq = _walk(result.spec, all_roles, length, rng)
+        seq = [rng.choice(roles) for _ in range(length)] if k % 4 == 3 else _walk(spec, roles, length, rng)
         msgs = [
-            {"role": r, "content": rng.choice(_CONTENTS) + (rng.choice(_CONTENTS) if rng.random() < 0.3 else "")}
+            {
+                "role": r,
+                "content": rng.choice(_CONTENTS) + (rng.choice(_CONTENTS) if mixed and rng.random() < 0.3 else ""),
+            }
             for r in seq
         ]
-        gen = rng.random() < 0.5
+        yield k, msgs, rng.random() < 0.5
+
+
+def _verify(result: Capture, render: Callable[..., str], roles: list[str], n: int, seed: int) -> None:
+    fmt = result.format
+    all_roles = [*roles, *([r for r in ODD_ROLES if r not in result.refused_roles] if result.spec.any_role else [])]
+    for k, msgs, gen in _conversations(result.spec, all_roles, n, seed, mixed=True):
         try:
             expected: str | None = render(msgs, add_generation_prompt=gen)
         except TemplateRaised:
@@ -620,13 +615,8 @@ def _verify_pair(
     ``refusals_declared``: ``want`` (a built-in format) may refuse what ``have`` writes (its
     declared refusals: a conversation it could not read back). Returns how many it refused so.
     """
-    rng = random.Random(seed)
     skipped = 0
-    for k in range(n):
-        length = rng.choice([0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 8])
-        seq = [rng.choice(roles) for _ in range(length)] if k % 4 == 3 else _walk(spec, roles, length, rng)
-        msgs = [{"role": r, "content": rng.choice(_CONTENTS)} for r in seq]
-        gen = rng.random() < 0.5
+    for k, msgs, gen in _conversations(spec, roles, n, seed, mixed=False):
         texts: list[str | None] = []
         for render in (want, have):
             try:

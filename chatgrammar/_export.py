@@ -24,10 +24,7 @@ __all__ = ["jinja_source", "to_jinja"]
 
 def _lit(text: str) -> str:
     """A Jinja expression writing exactly ``text``."""
-    if not text:
-        return ""
-    body = text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
-    return "{{ '" + body + "' }}"
+    return "{{ '" + _esc(text) + "' }}" if text else ""
 
 
 def _content(turn: Turn) -> str:
@@ -139,6 +136,7 @@ def jinja_source(spec: FlatSpec, *, unknown_role_error: str = "") -> str:
 
 
 def _esc(text: str) -> str:
+    """``text`` inside a single-quoted Jinja string (Jinja decodes Python's escapes)."""
     return text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
 
 

@@ -32,7 +32,7 @@ def _jinja() -> Any:
 def _environment(now: datetime.datetime | None) -> Any:
     jinja2 = _jinja()
 
-    class Generation(jinja2.ext.Extension):  # type: ignore[misc]
+    class Generation(jinja2.ext.Extension):  # type: ignore[misc,name-defined]
         """``{% generation %}`` renders its body (transformers marks assistant tokens with it)."""
 
         tags = {"generation"}

@@ -93,6 +93,19 @@ class FlatSpec:
     models: list[str] = field(default_factory=list)
     reference: str | None = None
 
+    def turns(self) -> list[Turn]:
+        """Every role's turn, the one of any other role last."""
+        return [*self.roles.values(), *([self.any_role] if self.any_role else [])]
+
+    def literals(self) -> list[str]:
+        """The texts written around the messages: start, end, generation prompt, openings, closings."""
+        return [
+            self.initial,
+            self.final,
+            self.generation or "",
+            *(t for turn in self.turns() for t in (turn.pre, turn.post)),
+        ]
+
 
 def _slug(name: str) -> str:
     slug = re.sub(r"[^a-z0-9.]+", "-", name.strip().lower()).strip("-")
@@ -168,9 +181,7 @@ def grammar_source(spec: FlatSpec) -> str:
         raise GrammarError("the spec writes no role: give 'roles'")
     if spec.order != "any" and not {"user", "assistant"} <= set(spec.roles):
         raise GrammarError(f"order {spec.order!r} needs turns for the roles 'user' and 'assistant'")
-    texts = [spec.bos, spec.eos, spec.initial, spec.final, spec.generation or ""]
-    for turn in [*spec.roles.values(), *([spec.any_role] if spec.any_role else [])]:
-        texts += [turn.pre, turn.post]
+    texts = [spec.bos, spec.eos, *spec.literals()]
     tokens = list(dict.fromkeys([*spec.tokens, *([spec.bos] if spec.bos else []), *([spec.eos] if spec.eos else [])]))
     if not spec.tokens:
         tokens = list(dict.fromkeys([*tokens, *_tokens_in(texts)]))
@@ -195,13 +206,12 @@ def grammar_source(spec: FlatSpec) -> str:
         rules.append(f"{role}: {seq([*pre, _content(turn.trim), *post])}")
         turn_names.append(role)
     if spec.any_role is not None:
-        pre = spec.any_role.pre
-        if pre.count("{role}") != 1:
+        if spec.any_role.pre.count("{role}") != 1:
             raise GrammarError("the turn of any other role writes its role once: its 'pre' holds '{role}' once")
-        before, after = pre.split("{role}")
-        body = [*terms.pieces(before, "role"), "ROLE", *terms.pieces(after, "role_end")]
+        before, after = spec.any_role.pre.split("{role}")
+        opening = [*terms.pieces(before, "role"), "ROLE", *terms.pieces(after, "role_end")]
         post = terms.pieces(spec.any_role.post, "end")
-        rules.append(f"message: {seq([*body, _content(spec.any_role.trim), *post])}")
+        rules.append(f"message: {seq([*opening, _content(spec.any_role.trim), *post])}")
         turn_names.append("message")
         if "assistant" not in spec.roles:
             assistant_post = post
@@ -326,7 +336,7 @@ def grammar_source(spec: FlatSpec) -> str:
     if spec.order_error:
         header.append(f"// order-error: {' '.join(spec.order_error.split())}")
     imports = []
-    trims = {t.trim for t in [*spec.roles.values(), *([spec.any_role] if spec.any_role else [])] if t.trim}
+    trims = {t.trim for t in spec.turns() if t.trim}
     if trims:
         imports.append(f"%import .fragments.common ({', '.join('_' + t for t in sorted(trims))})")
     declare = "%declare TEXT ROLE" if spec.any_role else "%declare TEXT"
@@ -399,8 +409,8 @@ def turns_spec(spec: Mapping[str, Any]) -> FlatSpec:
         if not isinstance(value, Mapping):
             raise GrammarError(f"role {role!r}: give a mapping with 'pre' and 'post'")
         _unknown(value, {"pre", "post", "strip"}, f"role {role!r}")
-        trim = value.get("strip", default_trim)
-        trim = {True: "strip", False: ""}.get(trim, trim)
+        given = value.get("strip", default_trim)
+        trim: Any = "strip" if given is True else "" if given is False else given  # checked in grammar_source
         turn = Turn(_str(value, "pre"), _str(value, "post"), trim)
         if role == "*":
             any_role = turn
