@@ -93,7 +93,7 @@ def format_from_spec(spec: Mapping[str, Any] | str | os.PathLike[str]) -> Format
         return _compiled(
             Format(source, origin=f"<spec {mapping.get('name', 'custom')}>", import_paths=[str(grammar_dir())])
         )
-    except (GrammarError, MemoryError) as e:
+    except GrammarError as e:
         raise GrammarError(
             f"the spec does not make a format chatgrammar can read back: {getattr(e, 'message', type(e).__name__)}\n"
             f"the grammar it compiled to:\n{source}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ __all__ = [
 
 _MAX_STOP = 256  # longest literal run followed when looking for a stop string
 _MAX_TEXTS = 100_000  # steps taken listing the literal texts that can follow a slot
+_MAX_STOP_STEPS = 20_000  # runs spelled listing a slot's stop strings, before the shortest stand for all
 
 # Characters from most to least frequent in ordinary text; the rarest character
 # of a delimiter is the cheapest to look for. Characters not listed count as rarest.
@@ -148,11 +150,35 @@ def _predecessors(pos: Positions) -> list[list[int]]:
 
 
 def _stop_strings(pos: Positions, p: int, cores: list[str], origin: str, slot: Slot) -> tuple[list[str], list[str]]:
+    found = _spell_stops(pos, p, cores, origin, slot, prune=False)
+    if found is None:
+        # Literals that follow each other in any number with no token among them (optional
+        # contents between "U:" and "A:") spell exponentially many runs. Spelled shortest first,
+        # a run that begins with a stop string already found is not followed: the slot stops
+        # before that one either way. (Only then: a longer run also tells where an optional slot
+        # may not begin, which the literal before it completes into that run.)
+        found = _spell_stops(pos, p, cores, origin, slot, prune=True)
+        assert found is not None
+    return found
+
+
+def _spell_stops(
+    pos: Positions, p: int, cores: list[str], origin: str, slot: Slot, *, prune: bool
+) -> tuple[list[str], list[str]] | None:
+    """The stop strings and end strings of a slot; None when more than ``_MAX_STOP_STEPS``
+    runs are spelled without ``prune``."""
     stops: list[str] = []
     ends: list[str] = []
-    stack = [(q, "") for q in reversed(pos.follow[p])]
-    while stack:
-        q, acc = stack.pop()
+    first = [(q, "") for q in pos.follow[p]]
+    queue: deque[tuple[int, str]] = deque(first if prune else reversed(first))  # depth first unless pruning
+    seen: set[tuple[int, str]] = set()
+    while queue:
+        q, acc = queue.pop() if not prune else queue.popleft()
+        if prune and ((q, acc) in seen or (acc and acc.startswith(tuple(stops)))):
+            continue
+        seen.add((q, acc))
+        if not prune and len(seen) > _MAX_STOP_STEPS:
+            return None
         atom = pos.atoms[q]
         if isinstance(atom, Slot):
             if not acc:
@@ -172,7 +198,8 @@ def _stop_strings(pos: Positions, p: int, cores: list[str], origin: str, slot: S
         if pos.is_last(q):
             ends.append(acc)
         if len(acc) < _MAX_STOP:
-            stack.extend((r, acc) for r in reversed(pos.follow[q]))
+            nxt = [(r, acc) for r in pos.follow[q]]
+            queue.extend(nxt if prune else reversed(nxt))
         elif pos.follow[q]:
             # So long a run of literals ends the slot as surely as a token would (Command R7B's
             # list of tools, then its default preamble): content holding it is refused.
@@ -279,12 +306,14 @@ def _texts_after(pos: Positions, p: int, want: int) -> list[str]:
     """
     out: dict[str, None] = {}
     seen: set[tuple[int, str]] = set()
-    stack: list[tuple[int, str]] = [(q, "") for q in pos.follow[p]]
+    # Shortest first, and a text that begins with one already listed is not followed: the
+    # shorter one already allows it (see ``_shortest``).
+    queue: deque[tuple[int, str]] = deque((q, "") for q in pos.follow[p])
     if pos.is_last(p):
         out[""] = None
-    while stack:
-        q, acc = stack.pop()
-        if (q, acc) in seen:
+    while queue:
+        q, acc = queue.popleft()
+        if (q, acc) in seen or (acc and acc.startswith(tuple(t for t in out if t))):
             continue
         seen.add((q, acc))
         atom = pos.atoms[q]
@@ -295,7 +324,7 @@ def _texts_after(pos: Positions, p: int, want: int) -> list[str]:
         if len(acc) >= want or pos.is_last(q):
             out[acc] = None
         if len(acc) < want:
-            stack.extend((r, acc) for r in pos.follow[q])
+            queue.extend((r, acc) for r in pos.follow[q])
         if len(seen) > _MAX_TEXTS:
             raise GrammarError(
                 f"more than {_MAX_TEXTS} literal texts can follow one slot within {want} characters; "
