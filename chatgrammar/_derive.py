@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lark.exceptions import LarkError
+
 from ._errors import ChatGrammarError, ParseError, RenderError, UnsafeContentError
 from ._format import Format
 from ._jinja import TemplateRaised, compile_template
@@ -48,8 +50,9 @@ def _sentinel(i: int) -> str:
 class TemplateCaptureError(ChatGrammarError):
     """A chat template chatgrammar could not turn into a format that renders it byte-exactly.
 
-    ``probe`` names the probe that diverged; ``messages``, ``expected`` (the template's
-    text) and ``got`` (the derived format's) show it, when it was a rendered conversation.
+    ``probe`` names the probe that diverged and ``reason`` says how; ``messages``,
+    ``expected`` (the template's text) and ``got`` (the derived format's) show it, when it
+    was a rendered conversation.
     """
 
     def __init__(
@@ -60,8 +63,10 @@ class TemplateCaptureError(ChatGrammarError):
         messages: list[dict[str, Any]] | None = None,
         expected: str | None = None,
         got: str | None = None,
+        headline: str = "the template was not captured",
     ) -> None:
         self.probe = probe
+        self.reason = message
         self.messages = messages
         self.expected = expected
         self.got = got
@@ -82,7 +87,7 @@ class TemplateCaptureError(ChatGrammarError):
             detail += f"\n  template: {expected[:120]!r}"
         elif got is not None:
             detail += f"\n  derived: {got[:120]!r}"
-        super().__init__(f"the template was not captured: {probe}: {message}{detail}")
+        super().__init__(f"{headline}: {probe}: {message}{detail}")
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Capture:
     verified: int = 0  # generated conversations on which the format and the template agreed
     refusals: int = 0  # of those, conversations both refused
     refused_roles: list[str] = field(default_factory=list)  # roles the template writes its own way: refused
+    dropped: list[list[str]] = field(default_factory=list)  # role sequences the template loses a message of
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,11 +162,25 @@ def _orders(roles: Sequence[str]) -> dict[str, Callable[[tuple[str, ...]], bool]
     def system_first(seq: tuple[str, ...]) -> bool:
         return any_(seq) and "system" not in seq[1:]
 
-    def alternate(seq: tuple[str, ...]) -> bool:
-        rest = seq[1:] if seq[:1] == ("system",) else seq
-        return all(r == ("user", "assistant")[i % 2] for i, r in enumerate(rest))
+    def rest(seq: tuple[str, ...]) -> tuple[str, ...]:
+        return seq[1:] if seq[:1] == ("system",) and "system" in roles else seq
 
-    return {"any": any_, "system-first": system_first, "alternate": alternate}
+    def alternate(seq: tuple[str, ...]) -> bool:
+        return all(r == ("user", "assistant")[i % 2] for i, r in enumerate(rest(seq)))
+
+    def user_even(seq: tuple[str, ...]) -> bool:
+        return any_(seq) and all((r == "user") == (i % 2 == 0) for i, r in enumerate(seq))
+
+    def system_first_user_even(seq: tuple[str, ...]) -> bool:
+        return any_(seq) and all((r == "user") == (i % 2 == 0) for i, r in enumerate(rest(seq)))
+
+    return {
+        "any": any_,
+        "system-first": system_first,
+        "alternate": alternate,
+        "system-first-user-even": system_first_user_even,
+        "user-even": user_even,
+    }
 
 
 def capture(
@@ -177,7 +197,9 @@ def capture(
     """Derive a format from a template and verify it; see :func:`from_template`."""
     render_a = compile_template(source, bos_token=bos_token, eos_token=eos_token, now=_DAY_A, **template_kwargs)
     render_b = compile_template(source, bos_token=bos_token, eos_token=eos_token, now=_DAY_B, **template_kwargs)
-    spec, refused_roles, probes = derive_spec(render_a, render_b, bos_token=bos_token, eos_token=eos_token, name=name)
+    spec, refused_roles, probes, dropped = derive_spec(
+        render_a, render_b, bos_token=bos_token, eos_token=eos_token, name=name
+    )
     texts = [spec.bos, spec.default_system or "", *spec.literals()]
     if special_tokens:
         spec.tokens = [t for t in dict.fromkeys(special_tokens) if t and any(t in x for x in texts)]
@@ -185,13 +207,11 @@ def capture(
     try:
         fmt._c  # noqa: B018
         fmt.render([{"role": "user", "content": "x"}])
-    except (ChatGrammarError, MemoryError, RecursionError) as e:
-        # MemoryError: a known gap, some derived grammars (a role with no opening) blow up
-        # the content patterns; reported as not captured rather than crashing.
+    except (ChatGrammarError, LarkError) as e:  # Lark: refusing the generated grammar (an empty terminal)
         raise TemplateCaptureError("compiling the derived grammar", f"{type(e).__name__}: {e}") from None
-    except Exception as e:  # Lark refusing the generated grammar (an empty terminal)
-        raise TemplateCaptureError("compiling the derived grammar", f"{type(e).__name__}: {e}") from None
-    result = Capture(spec=spec, format=fmt, probes=probes, refused_roles=refused_roles)
+    result = Capture(spec=spec, format=fmt, probes=probes, refused_roles=refused_roles, dropped=dropped)
+    if dropped:
+        result.notes.append(spec.description)
     if refused_roles:
         result.notes.append(
             f"the template writes the role{'s' if len(refused_roles) > 1 else ''} {', '.join(refused_roles)} "
@@ -210,16 +230,24 @@ def derive_spec(
     bos_token: str = "",
     eos_token: str = "",
     name: str = "custom",
-) -> tuple[FlatSpec, list[str], int]:
+) -> tuple[FlatSpec, list[str], int, list[list[str]]]:
     """The FlatSpec a renderer follows, found by probing it (``render_b`` renders on another day).
 
-    Returns the spec, the other roles it writes in a way of its own, and the number of renders made.
+    Returns the spec, the other roles it writes in a way of its own, the number of renders made,
+    and role sequences of which the template leaves a message out (the format refuses them).
     """
     p = _Prober(render_a)
 
     # -- the role order -------------------------------------------------------------------------
     seqs = [()] + [s for n in (1, 2, 3) for s in itertools.product(ROLES, repeat=n)]
-    accepted = {s: not isinstance(p.run(s), TemplateRaised) for s in seqs}
+    rendered = {s: p.run(s) for s in seqs}
+    raised = {s: isinstance(rendered[s], TemplateRaised) for s in seqs}
+    # A conversation of which the template leaves a message out (Phi-3 Mini writes no system
+    # message; Command R only the first) is refused by the derived format rather than lost.
+    dropped = [
+        list(s) for s in seqs if not raised[s] and not all(_sentinel(i) in str(rendered[s]) for i in range(len(s)))
+    ]
+    accepted = {s: not raised[s] and list(s) not in dropped for s in seqs}
     if not any(accepted[s] for s in seqs if s):
         first = p.run(("user",))
         raise TemplateCaptureError("render ['user']", f"the template raised {first}")
@@ -237,9 +265,10 @@ def derive_spec(
         raise TemplateCaptureError(
             "role orders",
             f"the conversations the template refuses follow none of the orders chatgrammar derives "
-            f"(any; system first; user/assistant alternating): it renders {ok}... and refuses {refused}...",
+            f"(any; system first; user/assistant alternating; user at even places): it renders {ok}... "
+            f"and refuses {refused}...",
         )
-    refusals = [p.run(s) for s in seqs if s and not accepted[s]]
+    refusals = [rendered[s] for s in seqs if s and raised[s]]
     if refusals:
         order_error = str(refusals[0])
 
@@ -249,7 +278,7 @@ def derive_spec(
         if any(_same(p.run(s, gen=g)) != _same(probe_b.run(s, gen=g)) for g in (False, True)):
             raise TemplateCaptureError(
                 f"render {list(s)} on two dates",
-                "the template writes today's date (strftime_now); a derived format cannot, write a grammar "
+                "the template writes today's date (strftime_now); a derived format cannot; write a grammar "
                 "with a date slot (docs/grammars.md: 'date')",
                 expected=str(p.run(s)),
                 got=str(probe_b.run(s)),
@@ -360,7 +389,13 @@ def derive_spec(
                 if not _follows(p, spec, odd):
                     refused_roles.append(odd)
 
-    return spec, refused_roles, p.count + probe_b.count
+    spec.description = "derived from a chat template, by probing it"
+    if dropped:
+        spec.description = (
+            "derived from a chat template that leaves messages out of some conversations (of "
+            f"{dropped[0]}, say); this format refuses those conversations instead"
+        )
+    return spec, refused_roles, p.count + probe_b.count, dropped
 
 
 def _same(x: str | TemplateRaised) -> tuple[bool, str]:
@@ -573,6 +608,9 @@ def _verify(result: Capture, render: Callable[..., str], roles: list[str], n: in
             raise TemplateCaptureError(
                 probe, "the template refuses it and the derived format writes it", messages=msgs, got=got
             )
+        if expected is not None and got is None and result.dropped and _drops(render, msgs, gen):
+            result.refusals += 1  # the template leaves a message out: refused instead (declared)
+            continue
         if expected is not None and got is None:
             raise TemplateCaptureError(
                 probe, "the template writes it and the derived format refuses it", messages=msgs, expected=expected
@@ -599,6 +637,13 @@ def _verify(result: Capture, render: Callable[..., str], roles: list[str], n: in
             )
 
 
+def _drops(render: Callable[..., str], msgs: list[dict[str, Any]], gen: bool) -> bool:
+    """Whether the template leaves out one of these messages (rendered with sentinel contents)."""
+    probe = _Prober(render)
+    text = probe.run([m["role"] for m in msgs], gen=gen)
+    return not isinstance(text, TemplateRaised) and not all(_sentinel(i) in text for i in range(len(msgs)))
+
+
 def _verify_pair(
     want: Callable[..., str],
     have: Callable[..., str],
@@ -609,6 +654,7 @@ def _verify_pair(
     what: str,
     *,
     refusals_declared: bool = False,
+    headline: str = "the template was not captured",
 ) -> int:
     """Render generated conversations with both; they must agree (texts, or both refusing).
 
@@ -633,6 +679,7 @@ def _verify_pair(
                 messages=msgs,
                 expected=texts[0] if texts[0] is not None else "(refused)",
                 got=texts[1] if texts[1] is not None else "(refused)",
+                headline=headline,
             )
     return skipped
 
@@ -649,6 +696,10 @@ def _walk(spec: FlatSpec, roles: list[str], length: int, rng: random.Random) -> 
     if spec.order == "system-first":
         head = ["system"] if "system" in roles and rng.random() < 0.5 else []
         return head + [rng.choice([r for r in roles if r != "system"]) for _ in range(length)]
+    if spec.order in ("user-even", "system-first-user-even"):
+        head = ["system"] if spec.order != "user-even" and "system" in roles and rng.random() < 0.5 else []
+        others = [r for r in roles if r != "user"]
+        return head + ["user" if i % 2 == 0 else rng.choice(others) for i in range(length)]
     return [rng.choice(roles) for _ in range(length)]
 
 

@@ -65,6 +65,15 @@ def jinja_source(spec: FlatSpec, *, unknown_role_error: str = "") -> str:
             "{{ raise_exception('" + _esc(order_error) + "') }}{% endif -%}\n"
             "{%- endfor -%}\n"
         )
+    elif spec.order in ("user-even", "system-first-user-even"):
+        offset = "0" if spec.order == "user-even" else "1 if messages and messages[0]['role'] == 'system' else 0"
+        checks.append(
+            "{%- set offset = " + offset + " -%}\n"
+            "{%- for message in messages[offset:] -%}\n"
+            "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+            "{{ raise_exception('" + _esc(order_error) + "') }}{% endif -%}\n"
+            "{%- endfor -%}\n"
+        )
     elif spec.order == "system-first":
         checks.append(
             "{%- for message in messages[1:] -%}\n"
@@ -155,7 +164,7 @@ def to_jinja(fmt: Format, *, conversations: int = 300, seed: int = 0) -> str:
     render_a = _format_renderer(fmt, datetime.date(2024, 7, 26))
     render_b = _format_renderer(fmt, datetime.date(2025, 1, 3))
     try:
-        spec, refused, _ = derive_spec(
+        spec, refused, _, dropped = derive_spec(
             render_a, render_b, bos_token=fmt.bos or "", eos_token=fmt.eos or "", name=fmt.name
         )
     except TemplateCaptureError as e:
@@ -163,7 +172,15 @@ def to_jinja(fmt: Format, *, conversations: int = 300, seed: int = 0) -> str:
             f"exporting {fmt.name} to Jinja ({e.probe})",
             "its grammar is not one chatgrammar writes as a template yet (each message written as "
             "opening + content + closing of its role); use its model's own chat template",
+            headline="the format was not exported",
         ) from None
+    if dropped:
+        raise TemplateCaptureError(
+            f"exporting {fmt.name} to Jinja (render {dropped[0]})",
+            "the format leaves a message's content out (a declared loss), which an exported template "
+            "would refuse instead; use its model's own chat template",
+            headline="the format was not exported",
+        )
     source = jinja_source(spec)
     try:
         from ._jinja import compile_template
@@ -173,5 +190,14 @@ def to_jinja(fmt: Format, *, conversations: int = 300, seed: int = 0) -> str:
         return source
     roles = [r for r in ROLES if r in spec.roles or spec.any_role is not None]
     extra = [r for r in ("tool", "zqrole") if spec.any_role is not None and r not in refused]
-    _verify_pair(render_a, jinja_render, [*roles, *extra], spec, conversations, seed, f"exporting {fmt.name} to Jinja")
+    _verify_pair(
+        render_a,
+        jinja_render,
+        [*roles, *extra],
+        spec,
+        conversations,
+        seed,
+        f"exporting {fmt.name} to Jinja",
+        headline="the format was not exported",
+    )
     return source

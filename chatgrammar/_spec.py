@@ -45,7 +45,7 @@ from ._errors import GrammarError
 __all__ = ["FlatSpec", "Turn", "grammar_source", "spec_source", "turns_spec"]
 
 TRIMS = ("", "strip", "lstrip", "rstrip")
-ORDERS = ("any", "system-first", "alternate")
+ORDERS = ("any", "system-first", "alternate", "user-even", "system-first-user-even")
 # Texts that look like special tokens, where no tokenizer says which are: <|im_start|>,
 # <start_of_turn>, </s>, [INST], <<SYS>>.
 _TOKENISH = re.compile(r"<\|[^|<>\s]{1,40}\|>|<<?/?[A-Za-z_][\w\-./]{0,40}>>?|\[/?[A-Z][A-Z_]{1,20}\]")
@@ -245,6 +245,16 @@ def grammar_source(spec: FlatSpec) -> str:
             body, plus = "[system] _other*", "(system _other* | _other+)"
         else:
             body, plus = "_other*", "_other+"
+    elif spec.order in ("user-even", "system-first-user-even"):
+        # Llama 2's and Gemma's check: the user's messages at even places, any other role's at odd
+        # ones (after an optional first system message, for Llama 2).
+        not_user = [r for r in turn_names if r != "user"]
+        start_rules.append(f"_not_user: {alts(not_user)}")
+        pairs = "user (_not_user user)* [_not_user]"
+        if spec.order == "system-first-user-even" and "system" in spec.roles:
+            body, plus = f"[system] [{pairs}]", f"(system [{pairs}] | {pairs})"
+        else:
+            body, plus = f"[{pairs}]", pairs
     else:  # alternate: an optional system message, then user, assistant, user...
         pairs = "user (assistant user)* [assistant]"
         extra = [r for r in turn_names if r not in ("system", "user", "assistant")]

@@ -7,6 +7,7 @@ chatformat's algorithms written out here, and the real templates rendered by
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,54 @@ def test_chatformat_spec_renders_as_chatformat(system, pairs, trailing_user) -> 
 def test_spec_mistakes_are_explained() -> None:
     with pytest.raises(cg.GrammarError, match="unknown key 'rolez'"):
         cg.Format.from_spec({"name": "x", "rolez": {}})
+    # Two contents with nothing between them: no reader could tell where one ends.
+    with pytest.raises(cg.GrammarError, match="no literal between them"):
+        cg.Format.from_spec({"roles": {"user": {"pre": "U:"}, "assistant": {"post": "\n"}}})
+    with pytest.raises(cg.GrammarError, match="order 'sideways' is not one of"):
+        cg.Format.from_spec({"roles": {"user": {"pre": "U:"}}, "order": "sideways"})
+
+
+def test_literals_with_no_token_among_them() -> None:
+    """Plain-text openings, each optional content between them: "U:" and "A:" can follow each
+    other in any number, which once made the stop strings explode; now the shortest stand for all."""
+    roles = {"user": {"pre": "U:"}, "assistant": {"pre": "A:", "post": "."}, "system": {"pre": "S:"}}
+    fmt = cg.Format.from_spec({"roles": roles})
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "x"}]
+    assert fmt.render(msgs) == "U:hiA:.U:x"
+    assert [m.to_dict() for m in fmt.parse("U:hiA:.U:x")] == msgs
+    with pytest.raises(cg.UnsafeContentError):
+        fmt.render([{"role": "user", "content": "say A: then"}])
+    check_format(fmt, max_examples=30)
+
+
+def test_check_format_finds_a_broken_spec() -> None:
+    """An answer with no closing text: a final empty answer is written as the generation prompt
+    is, so it reads back as an open turn. check_format says so, as it would for a user's grammar."""
+    fmt = cg.Format.from_spec({"roles": {"user": {"pre": "U:"}, "assistant": {"pre": "A:"}}})
+    with pytest.raises(AssertionError, match="parse\\(render\\(m\\)\\) != normalize\\(m\\)"):
+        check_format(fmt, max_examples=300)
+
+
+def llama2_order_ok(roles: list[str], system_first: bool) -> bool:
+    """Llama 2's (and, without the system exemption, Gemma's) check, as their templates write it."""
+    rest = roles[1:] if system_first and roles[:1] == ["system"] else roles
+    return all((r == "user") == (i % 2 == 0) for i, r in enumerate(rest))
+
+
+@pytest.mark.parametrize("order", ["user-even", "system-first-user-even"])
+@settings(max_examples=60, deadline=None)
+@given(roles=st.lists(ROLES, max_size=5))
+def test_user_even_orders(order: str, roles: list[str]) -> None:
+    turn = {"pre": "<{role}>", "post": "</>"}
+    fmt = cg.Format.from_spec(
+        {"roles": {r: {"pre": f"<{r}>", "post": turn["post"]} for r in ("system", "user", "assistant")}, "order": order}
+    )
+    msgs = [{"role": r, "content": "c"} for r in roles]
+    if llama2_order_ok(roles, order == "system-first-user-even"):
+        assert fmt.render(msgs) == "".join(f"<{r}>c</>" for r in roles)
+    else:
+        with pytest.raises(cg.UnsupportedConversationError):
+            fmt.render(msgs)
 
 
 def test_load_format_register_and_check(tmp_path: Path) -> None:
@@ -159,15 +208,31 @@ def reference_render(source: str, msgs, gen: bool, bos: str = "", eos: str = "",
 ENTRIES = index()
 
 
+@functools.cache
+def derived(slug: str) -> cg.Format | cg.TemplateCaptureError:
+    """The format ``from_template`` derives from a real template, given only its text and tokens."""
+    entry = next(e for e in ENTRIES if e["slug"] == slug)
+    try:
+        return cg.from_template(
+            _source(entry["template_file"]),
+            bos_token=entry["bos_token"] or "",
+            eos_token=entry["eos_token"] or "",
+            name=slug,
+            conversations=100,
+            **entry.get("render_kwargs", {}),
+        )
+    except cg.TemplateCaptureError as e:
+        return e
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["slug"] for e in ENTRIES])
 def test_from_template_is_exact_or_says_why(entry) -> None:
     source = _source(entry["template_file"])
     kwargs = entry.get("render_kwargs", {})
     bos, eos = entry["bos_token"] or "", entry["eos_token"] or ""
-    try:
-        fmt = cg.from_template(source, bos_token=bos, eos_token=eos, name=entry["slug"], conversations=100, **kwargs)
-    except cg.TemplateCaptureError as e:
-        assert e.probe and "the template was not captured" in str(e)
+    fmt = derived(entry["slug"])
+    if isinstance(fmt, cg.TemplateCaptureError):
+        assert fmt.probe and fmt.reason and "the template was not captured" in str(fmt)
         return
 
     @settings(max_examples=40, deadline=None)
@@ -188,21 +253,21 @@ def test_from_template_is_exact_or_says_why(entry) -> None:
 
 
 def test_from_template_count() -> None:
-    """How many of the real templates are captured byte-exact (the closing note's figure)."""
-    captured = 0
-    for entry in ENTRIES:
-        try:
-            cg.from_template(
-                _source(entry["template_file"]),
-                bos_token=entry["bos_token"] or "",
-                eos_token=entry["eos_token"] or "",
-                conversations=50,
-                **entry.get("render_kwargs", {}),
-            )
-            captured += 1
-        except cg.TemplateCaptureError:
-            pass
-    assert captured >= 9
+    """How many of the real templates are captured byte-exact (the closing note's figure; each
+    capture is checked against the template itself above)."""
+    captured = [e["slug"] for e in ENTRIES if not isinstance(derived(e["slug"]), cg.TemplateCaptureError)]
+    assert len(captured) >= 17, captured
+    # the orders Llama 2 and Gemma check, and templates that leave messages out (refused instead)
+    assert {"mistral-v0.1", "gemma", "command-r", "phi-3-mini"} <= set(captured)
+
+
+def test_a_template_that_drops_messages_is_refused_not_lost() -> None:
+    """Phi-3 Mini's template writes no system message: the derived format refuses one, and says so."""
+    fmt = derived("phi-3-mini")
+    assert isinstance(fmt, cg.Format)
+    assert "leaves messages out" in fmt.description
+    with pytest.raises(cg.UnsupportedConversationError):
+        fmt.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["slug"] for e in ENTRIES])
