@@ -127,6 +127,45 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("file", nargs="?", default="-", help="the text (default: stdin)")
     d.add_argument("--all", action="store_true", help="list every format that reads the text, with its score")
     d.set_defaults(run=_detect)
+
+    i = sub.add_parser(
+        "import",
+        help="derive a format from a model's chat template: prints its grammar (a summary goes to stderr)",
+        description=(
+            "Derive a chatgrammar format from a chat template and print its grammar. SOURCE is a Jinja "
+            "template file (or - for stdin), a tokenizer_config.json, a .gguf file, a model folder, or a "
+            "Hugging Face model id found in the local cache (nothing is downloaded). The grammar is "
+            "verified against the template on generated conversations first; when the template cannot "
+            "be captured, the probe that diverged is reported and the exit status is 1."
+        ),
+    )
+    i.add_argument("source", metavar="SOURCE", help="template, tokenizer_config.json, .gguf, folder or model id")
+    i.add_argument("--name", help="the format's name (default: from the source)")
+    i.add_argument("--bos", default=None, help="the BOS token, for a bare template file")
+    i.add_argument("--eos", default=None, help="the EOS token, for a bare template file")
+    i.add_argument("--template-name", help="which of a tokenizer's named templates (default: 'default')")
+    i.add_argument("--conversations", type=int, default=300, help="generated conversations to verify on (default: 300)")
+    i.add_argument("--match", action="store_true", help="also name the built-in format the template is equivalent to")
+    i.add_argument("-o", "--output", metavar="FILE", help="write the grammar to FILE instead of stdout")
+    i.set_defaults(run=_import)
+
+    e = sub.add_parser(
+        "export",
+        help="write a format as a Jinja chat template, its Lark grammar, its stop strings, or a decoding grammar",
+    )
+    e.add_argument("-f", "--format", required=True, help="format name, alias or model id, or a .lark file")
+    e.add_argument(
+        "--to",
+        required=True,
+        choices=["jinja", "lark", "stop", "gbnf", "llguidance"],
+        help=(
+            "jinja: a Hugging Face chat_template rendering byte-identically; lark: the grammar; stop: the stop "
+            "strings as a JSON list; gbnf (llama.cpp) or llguidance (Lark): the assistant's answer, for "
+            "constrained decoding"
+        ),
+    )
+    e.add_argument("--special-tokens", action="store_true", help="gbnf/llguidance: write the stop as a special token")
+    e.set_defaults(run=_export)
     return p
 
 
@@ -290,6 +329,99 @@ def _detect(args: argparse.Namespace) -> int:
         found = [(n, s) for n, s in found if s == best]  # the best, with its ties
     for name, score in found:
         print(f"{name}\t{score:.3f}")
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace) -> int:
+    import os
+
+    from . import _derive, _sources
+    from ._custom import _name_of
+
+    source = args.source
+    try:
+        if source == "-" or (os.path.isfile(source) and not source.endswith((".json", ".gguf"))):
+            src = _sources.TemplateSource(
+                template=_read(source),
+                bos_token=args.bos,
+                eos_token=args.eos,
+                special_tokens=(),
+                origin=_name(source),
+                name=None if source == "-" else os.path.splitext(os.path.basename(source))[0],
+            )
+        elif source.endswith(".gguf"):
+            src = _sources.from_gguf(source, template_name=args.template_name)
+        elif source.endswith(".json"):
+            src = _sources.from_tokenizer_config(source, template_name=args.template_name)
+        else:  # a folder, or a model id in the local Hugging Face cache
+            src = _sources.from_pretrained(source, template_name=args.template_name)
+    except ImportError as err:
+        raise _Problem(f"{_name(source)}: {err} (pip install 'chatgrammar[templates,gguf,hub]')") from None
+    except ChatGrammarError as err:
+        raise _Problem(f"{_name(source)}: {err}") from None
+    bos = args.bos if args.bos is not None else src.bos_token or ""
+    eos = args.eos if args.eos is not None else src.eos_token or ""
+    try:
+        result = _derive.capture(
+            src.template,
+            bos_token=bos,
+            eos_token=eos,
+            name=args.name or _name_of(src.name),
+            special_tokens=src.special_tokens,
+            conversations=args.conversations,
+        )
+    except ImportError as err:
+        raise _Problem(f"{_name(source)}: {err} (pip install 'chatgrammar[templates]')") from None
+    except _derive.TemplateCaptureError as err:
+        raise _Problem(f"{_name(source)}: {err}") from None
+    fmt = result.format
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(fmt.to_lark())
+    else:
+        sys.stdout.write(fmt.to_lark())
+    out = sys.stderr
+    roles = ", ".join(fmt.roles) if fmt.roles is not None else "any"
+    print(f"{_name(source)}: captured as {fmt.name!r} (roles: {roles}; stop: {json.dumps(fmt.stop)})", file=out)
+    print(
+        f"  verified on {result.verified} generated conversations ({result.refusals} refused by both), "
+        f"{result.probes} probe renders",
+        file=out,
+    )
+    for note in result.notes:
+        print(f"  note: {note}", file=out)
+    if args.match:
+        from ._derive import match_template
+
+        same = match_template(src.template, bos_token=bos or None, eos_token=eos or None)
+        print(f"  equivalent built-in format: {same or 'none'}", file=out)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    import os
+
+    if args.format.endswith(".lark") and os.path.isfile(args.format):
+        from ._custom import load_format
+
+        fmt = load_format(args.format)
+    else:
+        fmt = get_format(args.format)
+    if args.to == "jinja":
+        from ._derive import TemplateCaptureError
+
+        try:
+            text = fmt.to_jinja()
+        except TemplateCaptureError as err:
+            raise _Problem(f"{fmt.name}: {err}") from None
+    elif args.to == "lark":
+        text = fmt.to_lark()
+    elif args.to == "stop":
+        text = json.dumps(fmt.stop, ensure_ascii=False) + "\n"
+    else:
+        dialect = "gbnf" if args.to == "gbnf" else "lark"
+        text = fmt.constraint_grammar(dialect, special_tokens=args.special_tokens)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 
 
