@@ -12,6 +12,7 @@ from ._derive import TemplateCaptureError, from_template, match_template
 from ._errors import (
     ChatGrammarError,
     GrammarError,
+    GrammarWarning,
     ParseError,
     RenderError,
     UnknownFormatError,
@@ -47,6 +48,7 @@ __all__ = [
     "Event",
     "Format",
     "GrammarError",
+    "GrammarWarning",
     "Message",
     "MessageEnd",
     "MessageStart",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._errors import GrammarError
+from ._errors import GrammarError, GrammarWarning, RenderError
 from ._format import Format
 from ._registry import grammar_dir, register
-from ._spec import spec_source
+from ._spec import _tokens_in, spec_source
 
 __all__ = ["format_from_spec", "from_gguf", "from_pretrained", "from_tokenizer_config", "load_format", "register"]
 
@@ -62,9 +64,51 @@ def load_format(path_or_source: str | os.PathLike[str], *, register_it: bool = F
     else:
         source, origin = text, "<grammar>"
     fmt = _compiled(Format(source, origin=origin, import_paths=paths))
+    _check_token_literals(fmt, source, origin)
     if register_it:
         register(fmt)
     return fmt
+
+
+_TERMINAL_LINE = re.compile(r"^_?[A-Z][A-Z0-9_]*(?:\.-?\d+)?[ \t]*:(?P<body>.*)$", re.M)
+_STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+
+
+def _check_token_literals(fmt: Format, source: str, origin: str) -> None:
+    """Warn of a literal shaped like a special token (``<|im_end|>``, ``[INST]``) that content may
+    still hold: if it is one of the model's special tokens, a message holding it would forge a
+    turn once tokenized. Declared in ``// tokens:``, it is refused in content."""
+    roles = fmt.roles or ["user", "assistant", "system"]
+    for m in _TERMINAL_LINE.finditer(source):
+        for lit in _STRING.finditer(m.group("body")):
+            try:
+                text = json.loads(f'"{lit.group(1)}"')
+            except json.JSONDecodeError:
+                continue
+            for piece in _tokens_in([text]):
+                if piece in fmt.tokens or not _content_can_hold(fmt, roles, piece):
+                    continue
+                warnings.warn(
+                    GrammarWarning(
+                        f"literal {piece!r} can also occur inside content: if it is a special token of the "
+                        "model, declare its terminal in `// tokens:` so that content holding it is refused "
+                        "(it would forge a turn once tokenized)",
+                        source=origin,
+                        line=source.count("\n", 0, m.start()) + 1,
+                        column=m.start("body") + lit.start() - m.start() + 1,
+                    ),
+                    stacklevel=3,
+                )
+
+
+def _content_can_hold(fmt: Format, roles: list[str], piece: str) -> bool:
+    for role in roles:
+        try:
+            fmt.render([{"role": role, "content": f"a {piece} b"}])
+        except RenderError:  # refused as unsafe, or the role cannot stand alone: no proof either way
+            continue
+        return True
+    return False
 
 
 def _read_spec(spec: Mapping[str, Any] | str | os.PathLike[str]) -> Mapping[str, Any]:

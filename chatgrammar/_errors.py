@@ -175,3 +175,15 @@ class GrammarError(ChatGrammarError):
                 f"{source}:{line}:{column}: " if line and column else f"{source}:{line}: " if line else f"{source}: "
             )
         super().__init__(where + message)
+
+
+class GrammarWarning(UserWarning):
+    """A grammar that compiles but is likely not what its author meant (a literal shaped like a
+    special token that content may still hold). ``line`` and ``column`` point into its source."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None, column: int | None = None):
+        self.message = message
+        self.line = line
+        self.column = column
+        where = f"{source}:{line}:{column}: " if source and line and column else f"{source}: " if source else ""
+        super().__init__(where + message)

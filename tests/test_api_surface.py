@@ -16,6 +16,7 @@ def test_exported_members() -> None:
             "Event",
             "Format",
             "GrammarError",
+            "GrammarWarning",
             "Message",
             "MessageEnd",
             "MessageStart",

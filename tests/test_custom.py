@@ -194,6 +194,23 @@ def test_load_format_register_and_check(tmp_path: Path) -> None:
     assert (info.value.line, info.value.column) == (8, 1)
 
 
+def test_a_token_shaped_literal_content_may_hold_is_warned_of() -> None:
+    source = (
+        "// name: tok-test\n// roles: user, assistant\n// tokens: _END\n// stop: _END\n%declare TEXT\n"
+        "start: (user assistant)* [user [generation]]\nuser: _U [TEXT] _END\nassistant: _A [TEXT] _END\n"
+        'generation: assistant\n_U: "<|user|>\\n"\n_A: "<|assistant|>\\n"\n_END: "<|end|>"\n'
+    )
+    with pytest.warns(cg.GrammarWarning, match="can also occur inside content") as caught:
+        fmt = cg.load_format(source)
+    found = [(w.message.line, w.message.column, str(w.message).split("'")[1]) for w in caught]
+    assert found == [(10, 5, "<|user|>"), (11, 5, "<|assistant|>")]
+    # it is true: content holding it renders
+    assert "<|user|>" in fmt.render([{"role": "user", "content": "<|user|>"}])
+    declared = cg.load_format(source.replace("// tokens: _END", "// tokens: _END _U _A"))  # no warning
+    with pytest.raises(cg.UnsafeContentError):
+        declared.render([{"role": "user", "content": "<|user|>"}])
+
+
 # -- from_template, on every real template -------------------------------------------------
 
 
