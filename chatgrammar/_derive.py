@@ -31,7 +31,7 @@ from ._format import Format
 from ._jinja import TemplateRaised, compile_template
 from ._message import Message
 from ._registry import grammar_dir
-from ._spec import FlatSpec, Turn, grammar_source
+from ._spec import FlatSpec, Turn, _tokens_in, grammar_source
 
 __all__ = ["Capture", "TemplateCaptureError", "capture", "from_template", "match_template"]
 
@@ -202,7 +202,10 @@ def capture(
     )
     texts = [spec.bos, spec.default_system or "", *spec.literals()]
     if special_tokens:
-        spec.tokens = [t for t in dict.fromkeys(special_tokens) if t and any(t in x for x in texts)]
+        # The tokenizer's special tokens the template writes, and what is shaped like one (a
+        # tokenizer_config may list only BOS and EOS): content holding either is refused.
+        written = [t for t in dict.fromkeys(special_tokens) if t and any(t in x for x in texts)]
+        spec.tokens = list(dict.fromkeys([*written, *_tokens_in(texts)]))
     fmt = Format(grammar_source(spec), origin=f"<template {name}>", import_paths=[str(grammar_dir())])
     try:
         fmt._c  # noqa: B018
