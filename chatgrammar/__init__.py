@@ -6,7 +6,7 @@
 Message(role='assistant', content='', complete=False)
 """
 
-from ._api import parse, parse_completion, render, render_spans
+from ._api import convert, parse, parse_completion, render, render_spans
 from ._custom import from_gguf, from_pretrained, from_tokenizer_config, load_format
 from ._derive import TemplateCaptureError, from_template, match_template
 from ._errors import (
@@ -66,6 +66,7 @@ __all__ = [
     "UnknownFormatError",
     "UnsafeContentError",
     "UnsupportedConversationError",
+    "convert",
     "detect",
     "formats",
     "from_gguf",

@@ -11,7 +11,7 @@ from ._message import Message, MessageLike
 from ._registry import get_format
 from ._results import Completion, Parsed, Span
 
-__all__ = ["parse", "parse_completion", "render", "render_spans"]
+__all__ = ["convert", "parse", "parse_completion", "render", "render_spans"]
 
 
 def render(
@@ -92,3 +92,28 @@ def parse_completion(
     Message(role='assistant', content='Sure!', complete=True)
     """
     return get_format(fmt).parse_completion(completion, prompt=prompt, **options)
+
+
+def convert(
+    text: str,
+    source: str | Format,
+    target: str | Format,
+    *,
+    on_unsafe: Literal["raise", "allow"] = "raise",
+    date: datetime.date | None = None,
+    **options: Any,
+) -> str:
+    r"""Rewrite a prompt or transcript of format ``source`` in format ``target``.
+
+    The text is read strictly (``parse``), then rendered (``render``) with the tool definitions
+    it lists; an open last turn (a generation prompt, a prefilled answer) stays open. What the
+    target cannot write is refused, never dropped: a system message where it has no system
+    role raises ``UnsupportedConversationError``; content holding its delimiters raises
+    ``UnsafeContentError``. ``date`` and ``options`` go to the target's render.
+
+    >>> convert("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "chatml", "llama2")
+    '<s>[INST] Hi [/INST]'
+    """
+    parsed = get_format(source).parse(text, strict=True, spans=False)
+    tools = getattr(parsed, "tools", None)
+    return get_format(target).render(parsed, on_unsafe=on_unsafe, date=date, tools=tools, **options)

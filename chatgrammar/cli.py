@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--date", help="the date a template prints, YYYY-MM-DD (default: today, as the template does)")
     r.add_argument("--tools", metavar="FILE", help="JSON list of tool definitions (JSON schemas), as tools=")
+    _stream_options(r, "one conversation per line in, one JSON string (the text) per line out")
     r.set_defaults(run=_render)
 
     q = sub.add_parser(
@@ -111,7 +112,33 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read truncated or damaged text: its problems go to stderr, the messages read to stdout",
     )
+    _stream_options(q, "one text (a JSON string, or an object with 'text') per line in, one message list per line out")
     q.set_defaults(run=_parse)
+
+    c = sub.add_parser(
+        "convert",
+        help="rewrite prompt texts from one format in another (parse, then render)",
+        description=(
+            "Read a text written in one format and write it in another. What the target cannot write (a "
+            "system message where it has none, content holding its delimiters) is an error, never dropped."
+        ),
+    )
+    c.add_argument("--from", dest="source", required=True, metavar="FMT", help="the format the text is in")
+    c.add_argument("--to", dest="target", required=True, metavar="FMT", help="the format to write")
+    c.add_argument("file", nargs="?", default="-", help="the text (default: stdin)")
+    c.add_argument("--date", help="the date the target prints, YYYY-MM-DD (default: today)")
+    _stream_options(c, "one text (a JSON string, or an object with 'text') per line in, one JSON string per line out")
+    c.set_defaults(run=_convert)
+
+    sh = sub.add_parser("show", help="a format's metadata and grammar")
+    sh.add_argument("format", metavar="FMT", help="format name, alias or model id, or a .lark file")
+    sh.add_argument("--json", action="store_true", help="the metadata as JSON, without the grammar")
+    sh.set_defaults(run=_show)
+
+    st = sub.add_parser("stop", help="a format's stop strings, as a JSON list (for a server's stop=)")
+    st.add_argument("format", metavar="FMT", help="format name, alias or model id, or a .lark file")
+    st.add_argument("--lines", action="store_true", help="one per line, as JSON strings, instead of a list")
+    st.set_defaults(run=_stop)
 
     v = sub.add_parser(
         "validate",
@@ -169,6 +196,117 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stream_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help=f"JSON Lines ({what}; a failed line gives null, its error goes to stderr). "
+        "Streamed in constant memory. Implied by a .jsonl file name",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress line on stderr while reading a file (default: when stderr is a terminal)",
+    )
+
+
+def _format_arg(name: str) -> Format:
+    import os
+
+    if name.endswith(".lark") and os.path.isfile(name):
+        from ._custom import load_format
+
+        return load_format(name)
+    return get_format(name)
+
+
+def _jsonl(args: argparse.Namespace) -> bool:
+    return bool(args.jsonl or args.file.endswith(".jsonl"))
+
+
+class _Progress:
+    """A progress line on stderr: bytes read of the file, rows, rows per second (redrawn 5 times a second)."""
+
+    def __init__(self, path: str, enabled: bool | None) -> None:
+        import os
+        import time
+
+        self._time = time.monotonic
+        self.total = os.path.getsize(path) if path != "-" and os.path.isfile(path) else 0
+        self.on = (sys.stderr.isatty() if enabled is None else enabled) and path != "-"
+        self.start = self.last = self._time()
+        self.rows = self.done = 0
+
+    def step(self, nbytes: int) -> None:
+        self.rows += 1
+        self.done += nbytes
+        if self.on and self._time() - self.last >= 0.2:
+            self.last = self._time()
+            self._draw()
+
+    def _draw(self, end: str = "") -> None:
+        rate = self.rows / max(self._time() - self.start, 1e-9)
+        pct = f"{100 * self.done / self.total:5.1f}% " if self.total else ""
+        sys.stderr.write(f"\r{pct}{self.rows:,} rows, {rate:,.0f} rows/s{end}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            self._draw("\n")
+
+
+def _each_line(args: argparse.Namespace) -> Any:
+    """(line number, JSON value) of each line of a JSON Lines input, streamed; blank lines skipped."""
+    progress = _Progress(args.file, args.progress)
+    source = _name(args.file)
+    fh = sys.stdin if args.file == "-" else None
+    try:
+        if fh is None:
+            try:
+                fh = open(args.file, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise _Problem(f"{source}: {e.strerror or e}") from None
+        for number, line in enumerate(fh, 1):
+            progress.step(len(line.encode("utf-8")))
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield number, _Problem(f"{source}:{number}:{e.colno}: not valid JSON: {e.msg}")
+    finally:
+        progress.close()
+        if fh is not None and fh is not sys.stdin:
+            fh.close()
+
+
+def _run_lines(args: argparse.Namespace, one: Any) -> int:
+    """Apply ``one(value, where)`` to every line; write its JSON result (null on a problem)."""
+    problems = 0
+    out = sys.stdout
+    source = _name(args.file)
+    for number, value in _each_line(args):
+        try:
+            if isinstance(value, _Problem):
+                raise value
+            result = one(value, f"{source}:{number}")
+        except _Problem as e:
+            print(str(e), file=sys.stderr)
+            problems += 1
+            result = None
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _text_of(value: Any, where: str) -> str:
+    if isinstance(value, dict):
+        value = value.get("text")
+    if not isinstance(value, str):
+        raise _Problem(f"{where}:1: expected a JSON string or an object with 'text'")
+    return value
+
+
 def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
@@ -222,20 +360,7 @@ def _formats(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     fmt = get_format(args.format)
-    source = _name(args.file)
-    data = _load_json(_read(args.file), source)
-    gen = args.add_generation_prompt
     options: dict[str, Any] = {}
-    date = args.date
-    if isinstance(data, dict):  # {"messages": [...], "add_generation_prompt": ..., "date": ..., other switches}
-        data = dict(data)
-        gen = gen or bool(data.pop("add_generation_prompt", False))
-        date = date or data.pop("date", None)
-        messages = data.pop("messages", None)
-        options.update(data)
-        data = messages
-    if not isinstance(data, list):
-        raise _Problem(f"{source}:1:1: expected a JSON list of messages or an object with 'messages'")
     for item in args.option:
         key, eq, value = item.partition("=")
         if not eq or not key:
@@ -246,14 +371,44 @@ def _render(args: argparse.Namespace) -> int:
         if not isinstance(tools, list):
             raise _Problem(f"{_name(args.tools)}:1:1: expected a JSON list of tool definitions")
         options["tools"] = tools
-    when = None
-    if date is not None:
-        try:
-            when = datetime.date.fromisoformat(str(date))
-        except ValueError:
-            raise _Usage(f"--date takes YYYY-MM-DD, not {date!r}") from None
+    date = _date(args.date) if args.date is not None else None
+    if _jsonl(args):
+        return _run_lines(args, lambda value, where: _render_one(fmt, value, where, args, options, date))
+    source = _name(args.file)
+    sys.stdout.write(_render_one(fmt, _load_json(_read(args.file), source), source, args, options, date))
+    return EXIT_OK
+
+
+def _date(text: Any) -> datetime.date:
     try:
-        text = fmt.render(
+        return datetime.date.fromisoformat(str(text))
+    except ValueError:
+        raise _Usage(f"--date takes YYYY-MM-DD, not {text!r}") from None
+
+
+def _render_one(
+    fmt: Format,
+    data: Any,
+    where: str,
+    args: argparse.Namespace,
+    given: dict[str, Any],
+    when: datetime.date | None,
+) -> str:
+    gen = args.add_generation_prompt
+    options = dict(given)
+    if isinstance(data, dict):  # {"messages": [...], "add_generation_prompt": ..., "date": ..., other switches}
+        data = dict(data)
+        gen = gen or bool(data.pop("add_generation_prompt", False))
+        date = data.pop("date", None)
+        if when is None and date is not None:
+            when = _date(date)
+        messages = data.pop("messages", None)
+        options = {**data, **options}
+        data = messages
+    if not isinstance(data, list):
+        raise _Problem(f"{where}:1: expected a JSON list of messages or an object with 'messages'")
+    try:
+        return fmt.render(
             data,
             add_generation_prompt=gen,
             on_unsafe="allow" if args.allow_unsafe else "raise",
@@ -261,14 +416,14 @@ def _render(args: argparse.Namespace) -> int:
             **options,
         )
     except RenderError as e:
-        where = f"message {e.index}: " if e.index is not None else ""
-        raise _Problem(f"{source}: {where}{e}") from None
-    sys.stdout.write(text)
-    return EXIT_OK
+        at = f"message {e.index}: " if e.index is not None else ""
+        raise _Problem(f"{where}: {at}{e}") from None
 
 
 def _parse(args: argparse.Namespace) -> int:
     fmt: Format = get_format(args.format)
+    if _jsonl(args):
+        return _run_lines(args, lambda value, where: _parse_one(fmt, _text_of(value, where), where, args.tolerant))
     source = _name(args.file)
     text = _read(args.file)
     try:
@@ -286,6 +441,84 @@ def _parse(args: argparse.Namespace) -> int:
     json.dump(out, sys.stdout, ensure_ascii=False, indent=args.indent)
     sys.stdout.write("\n")
     return EXIT_PROBLEM if diagnostics else EXIT_OK
+
+
+def _parse_one(fmt: Format, text: str, where: str, tolerant: bool) -> Any:
+    """One text of a JSON Lines input: its messages (with the tools it lists), as parse writes them."""
+    try:
+        parsed = fmt.parse(text, strict=not tolerant)
+    except ParseError as e:
+        raise _Problem(f"{where}: text line {e.line}, column {e.column}: {e.reason}") from None
+    for d in getattr(parsed, "diagnostics", []):
+        print(f"{where}: text {d}", file=sys.stderr)
+    messages = [m.to_dict() for m in parsed]
+    tools = getattr(parsed, "tools", None)
+    return messages if tools is None else {"messages": messages, "tools": tools}
+
+
+def _convert(args: argparse.Namespace) -> int:
+    source_fmt, target_fmt = _format_arg(args.source), _format_arg(args.target)
+    when = _date(args.date) if args.date is not None else None
+
+    def one(text: str, where: str, at_line: bool) -> str:
+        try:
+            parsed = source_fmt.parse(text)
+        except ParseError as e:
+            place = f"{where}:{e.line}:{e.column}" if at_line else f"{where}: text line {e.line}, column {e.column}"
+            raise _Problem(f"{place}: {e.reason}" + (f"\n{e.snippet}" if at_line else "")) from None
+        try:
+            return target_fmt.render(parsed, date=when, tools=getattr(parsed, "tools", None))
+        except RenderError as e:
+            at = f"message {e.index}: " if e.index is not None else ""
+            raise _Problem(f"{where}: {target_fmt.name} cannot write it: {at}{e}") from None
+
+    if _jsonl(args):
+        return _run_lines(args, lambda value, where: one(_text_of(value, where), where, False))
+    sys.stdout.write(one(_read(args.file), _name(args.file), True))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    fmt = _format_arg(args.format)
+    policy = fmt.policy
+    meta: dict[str, Any] = {
+        "name": fmt.name,
+        "description": fmt.description,
+        "aliases": fmt.aliases,
+        "models": fmt.models,
+        "roles": policy.roles,
+        "system": policy.system,
+        "alternation": policy.alternation,
+        "bos": fmt.bos,
+        "eos": fmt.eos,
+        "stop": fmt.stop,
+        "generation_prompt": fmt.generation_prompt,
+        "tokens": fmt.tokens,
+        "markers": fmt.markers,
+        "options": {k: list(v) for k, v in fmt.option_values.items()},
+        "default_system": policy.default_system,
+        "losses": list(policy.losses),
+        "reference": fmt.reference,
+    }
+    if args.json:
+        json.dump(meta, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for key, value in meta.items():
+        plain = isinstance(value, str) and value.isprintable() and value == value.strip()
+        shown = "any" if key == "roles" and value is None else value if plain else json.dumps(value, ensure_ascii=False)
+        sys.stdout.write(f"{key + ':':<19}{shown}\n")
+    sys.stdout.write("\n" + fmt.to_lark())
+    return EXIT_OK
+
+
+def _stop(args: argparse.Namespace) -> int:
+    stop = _format_arg(args.format).stop
+    if args.lines:
+        sys.stdout.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in stop)
+    else:
+        sys.stdout.write(json.dumps(stop, ensure_ascii=False) + "\n")
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -399,14 +632,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import os
-
-    if args.format.endswith(".lark") and os.path.isfile(args.format):
-        from ._custom import load_format
-
-        fmt = load_format(args.format)
-    else:
-        fmt = get_format(args.format)
+    fmt = _format_arg(args.format)
     if args.to == "jinja":
         from ._derive import TemplateCaptureError
 

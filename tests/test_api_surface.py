@@ -34,6 +34,7 @@ def test_exported_members() -> None:
             "UnknownFormatError",
             "UnsafeContentError",
             "UnsupportedConversationError",
+            "convert",
             "detect",
             "formats",
             "from_gguf",
