@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     f.set_defaults(run=_formats)
 
     r = sub.add_parser("render", help="JSON messages -> prompt text")
-    r.add_argument("-f", "--format", required=True, help="format name, alias or model id")
+    r.add_argument("-f", "--format", required=True, help="format name, alias or model id, or a .lark file")
     r.add_argument("file", nargs="?", default="-", help="JSON list of messages, or {messages, ...} (default: stdin)")
     r.add_argument(
         "-g", "--add-generation-prompt", action="store_true", help="open the assistant's turn after the messages"
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "parse",
         help="prompt text -> JSON messages ({messages, tools} when the text lists tool definitions)",
     )
-    q.add_argument("-f", "--format", required=True, help="format name, alias or model id")
+    q.add_argument("-f", "--format", required=True, help="format name, alias or model id, or a .lark file")
     q.add_argument("file", nargs="?", default="-", help="the text (default: stdin)")
     q.add_argument("--indent", type=int, default=None, help="indent the JSON output")
     q.add_argument(
@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="report every problem of a prompt text (or JSON messages) as file:line:col: code message",
     )
-    v.add_argument("-f", "--format", required=True, help="format name, alias or model id")
+    v.add_argument("-f", "--format", required=True, help="format name, alias or model id, or a .lark file")
     v.add_argument("files", nargs="*", default=["-"], metavar="FILE", help="texts to check (default: stdin)")
     v.add_argument("--messages", action="store_true", help="the files hold JSON lists of messages, not prompt texts")
     v.add_argument("--hints", action="store_true", help="print each problem's hint under it")
@@ -359,7 +359,7 @@ def _formats(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    fmt = get_format(args.format)
+    fmt = _format_arg(args.format)
     options: dict[str, Any] = {}
     for item in args.option:
         key, eq, value = item.partition("=")
@@ -416,12 +416,12 @@ def _render_one(
             **options,
         )
     except RenderError as e:
-        at = f"message {e.index}: " if e.index is not None else ""
+        at = f"message {e.index}: " if e.index is not None and f"message {e.index}" not in str(e) else ""
         raise _Problem(f"{where}: {at}{e}") from None
 
 
 def _parse(args: argparse.Namespace) -> int:
-    fmt: Format = get_format(args.format)
+    fmt: Format = _format_arg(args.format)
     if _jsonl(args):
         return _run_lines(args, lambda value, where: _parse_one(fmt, _text_of(value, where), where, args.tolerant))
     source = _name(args.file)
@@ -469,7 +469,7 @@ def _convert(args: argparse.Namespace) -> int:
         try:
             return target_fmt.render(parsed, date=when, tools=getattr(parsed, "tools", None))
         except RenderError as e:
-            at = f"message {e.index}: " if e.index is not None else ""
+            at = f"message {e.index}: " if e.index is not None and f"message {e.index}" not in str(e) else ""
             raise _Problem(f"{where}: {target_fmt.name} cannot write it: {at}{e}") from None
 
     if _jsonl(args):
@@ -524,7 +524,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from ._inspect import validate
 
-    fmt: Format = get_format(args.format)
+    fmt: Format = _format_arg(args.format)
     problems = 0
     for path in args.files:
         source = _name(path)

@@ -87,7 +87,8 @@ def test_convert_refuses_what_the_target_cannot_write() -> None:
     r = run("convert", "--from", "chatml", "--to", "gemma", stdin=text)
     assert r.returncode == 1
     assert r.stdout == ""
-    assert "<stdin>: gemma cannot write it: message 0:" in r.stderr
+    assert "<stdin>: gemma cannot write it: Conversation roles must alternate" in r.stderr
+    assert "message 0 is 'system'" in r.stderr
     bad = run("convert", "--from", "chatml", "--to", "llama3", stdin="<|im_start|>user\nhi<|im_start|>")
     assert bad.returncode == 1 and bad.stderr.startswith("<stdin>:2:3: ")
     assert run("convert", "--from", "chatml", "--to", "nope", stdin=text).returncode == 2
