@@ -161,19 +161,19 @@ def test_progress_on_files_only_when_asked_or_on_a_terminal(tmp_path: Path) -> N
     assert piped.stderr == ""  # stdin has no size to show progress against
 
 
-def test_every_command_is_in_the_help() -> None:
+def test_every_command_is_in_the_help_and_documented() -> None:
+    import argparse
+
+    from chatgrammar.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    commands = list(sub.choices)
+    assert {"formats", "show", "render", "parse", "detect", "validate", "convert", "stop", "export", "import"} <= set(
+        commands
+    )
     r = run("--help")
     assert r.returncode == 0
-    for command in [
-        "formats",
-        "show",
-        "render",
-        "parse",
-        "detect",
-        "validate",
-        "convert",
-        "stop",
-        "export",
-        "import",
-    ]:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    for command in commands:
         assert command in r.stdout
+        assert f"| `{command}" in page, f"docs/cli.md does not list `{command}`"
