@@ -148,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="*", default=["-"], metavar="FILE", help="texts to check (default: stdin)")
     v.add_argument("--messages", action="store_true", help="the files hold JSON lists of messages, not prompt texts")
     v.add_argument("--hints", action="store_true", help="print each problem's hint under it")
+    v.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="JSON Lines: one text (or message list, with --messages) per line; implied by a .jsonl name",
+    )
+    v.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress line on stderr")
     v.set_defaults(run=_validate)
 
     d = sub.add_parser("detect", help="name the formats a text is written in, best first")
@@ -528,6 +534,9 @@ def _validate(args: argparse.Namespace) -> int:
     problems = 0
     for path in args.files:
         source = _name(path)
+        if args.jsonl or path.endswith(".jsonl"):
+            problems += _validate_lines(fmt, path, args)
+            continue
         text = _read(path)
         if args.messages:
             data = _load_json(text, source)
@@ -547,6 +556,37 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"    hint: {d.hint}")
         problems += len(found)
     return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _validate_lines(fmt: Format, path: str, args: argparse.Namespace) -> int:
+    """Validate each line of a JSON Lines file (texts, or message lists with --messages)."""
+    from ._inspect import validate
+
+    problems = 0
+    lines = argparse.Namespace(file=path, progress=args.progress)
+    for number, value in _each_line(lines):
+        where = f"{_name(path)}:{number}"
+        try:
+            if isinstance(value, _Problem):
+                raise value
+            if args.messages:
+                data = value.get("messages") if isinstance(value, dict) else value
+                if not isinstance(data, list):
+                    raise _Problem(f"{where}:1: expected a JSON list of messages or an object with 'messages'")
+                found = validate(data, fmt)
+            else:
+                found = validate(_text_of(value, where), fmt)
+        except _Problem as e:
+            print(str(e))
+            problems += 1
+            continue
+        for d in found:
+            inner = f"message {d.index}:{d.line}:{d.column}" if args.messages else f"{d.line}:{d.column}"
+            print(f"{where}: {inner}: {d.code} {d.message}")
+            if args.hints:
+                print(f"    hint: {d.hint}")
+        problems += len(found)
+    return problems
 
 
 def _detect(args: argparse.Namespace) -> int:

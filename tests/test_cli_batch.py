@@ -177,3 +177,19 @@ def test_every_command_is_in_the_help_and_documented() -> None:
     for command in commands:
         assert command in r.stdout
         assert f"| `{command}" in page, f"docs/cli.md does not list `{command}`"
+
+
+def test_validate_jsonl_texts_and_messages(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    good = reference("llama2-chat", [{"role": "user", "content": "Hi"}])
+    path.write_text("\n".join(json.dumps(t) for t in ["<s>" + good, good]) + "\n", encoding="utf-8")
+    r = run("validate", "-f", "llama2", str(path))
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [f"{path}:1: 1:1: double-bos the BOS token '<s>' is written twice"]
+    lines = [json.dumps([{"role": "user", "content": "[INST]"}]), json.dumps(CHATS[0])]
+    m = run("validate", "-f", "llama2", "--messages", "--jsonl", stdin="\n".join(lines) + "\n")
+    assert m.returncode == 1
+    assert m.stdout.startswith("<stdin>:1: message 0:1:1: delimiter-in-content ")
+    assert len(m.stdout.splitlines()) == 1
+    clean = run("validate", "-f", "llama2", "--jsonl", stdin=json.dumps(good) + "\n")
+    assert clean.returncode == 0 and clean.stdout == ""
