@@ -30,6 +30,7 @@ from ._errors import ChatGrammarError, ParseError, RenderError, UnsafeContentErr
 from ._format import Format
 from ._jinja import TemplateRaised, compile_template
 from ._message import Message
+from ._reader import _article
 from ._registry import grammar_dir
 from ._spec import FlatSpec, Turn, _tokens_in, grammar_source
 
@@ -378,7 +379,8 @@ def derive_spec(
         if text != want:
             raise TemplateCaptureError(
                 f"render {list(seq)} with message {i} empty",
-                f"the template writes a {role} message with no content differently from its opening and closing",
+                f"the template writes {_article(role)} {role} message with no content differently from its "
+                "opening and closing",
                 expected=str(text),
                 got=want,
             )
@@ -422,7 +424,7 @@ def _fit(p: _Prober, ok_seqs: list[tuple[str, ...]], last: dict[str, str], roles
                     ok, failure = False, f"between {before} and {s[i]} the template writes {mid!r}"
                     break
                 if pre.setdefault(s[i], mid[len(post[before]) :]) != mid[len(post[before]) :]:
-                    ok, failure = False, f"before a {s[i]} message the template writes different texts"
+                    ok, failure = False, f"before {_article(s[i])} {s[i]} message the template writes different texts"
                     break
             if not ok:
                 break
@@ -440,7 +442,10 @@ def _fit(p: _Prober, ok_seqs: list[tuple[str, ...]], last: dict[str, str], roles
             first = firsts.get(r)
             if r not in pre:
                 if first is None or not first.startswith(initial):
-                    ok, failure = False, f"a {r} message is written only first, and its opening is not found"
+                    ok, failure = (
+                        False,
+                        f"{_article(r)} {r} message is written only first, and its opening is not found",
+                    )
                     break
                 pre[r] = first[len(initial) :]
             spec.roles[r] = Turn(pre[r], post.get(r, ""))

@@ -219,7 +219,8 @@ class Reader:
                 # Read it both ways: as it is, and with the BOS it lacks; keep the better reading.
                 with_bos = self.read(self.bos + text, True)
                 as_is = self.read(text, True, bos_retry=False)
-                if len(with_bos.diagnostics) < len(as_is.diagnostics) + 1:
+                helped = not any(d.pos < len(self.bos) for d in with_bos.diagnostics)  # read past the BOS
+                if helped and len(with_bos.diagnostics) < len(as_is.diagnostics) + 1:
                     return self._shifted(with_bos, text, len(self.bos))
                 return as_is
             if pos != stalled_at:
@@ -391,7 +392,8 @@ class Reader:
                 Diagnostic.at(
                     text,
                     "role-order",
-                    f"a {msg.role!r} turn cannot come here in {name}: {self._expected_at(state)} expected",
+                    f"{_article(msg.role)} {msg.role!r} turn cannot come here in {name}: "
+                    f"{self._expected_at(state)} expected",
                     self._order_hint(),
                     pos,
                     span.end,
@@ -672,7 +674,7 @@ class Reader:
                 shown.append(json_repr(unescape(parts[0])) if isinstance(parts[0], str) else "a date")
             elif kind == _MSG and folded == 0:
                 role = action[2]
-                shown.append(f"a {role!r} turn" if role else "a turn")
+                shown.append(f"{_article(role)} {role!r} turn" if role else "a turn")
             elif kind == _GEN and folded == 0:
                 shown.append("the generation prompt")
         if self.accepting[state]:
@@ -958,3 +960,8 @@ def _loose_form(parts: list[RegexPart], action: tuple[Any, ...], folded: int) ->
 
 
 _FORMS = {"turn": _turn_form, "opening": _opening_form, "loose": _loose_form}
+
+
+def _article(word: str) -> str:
+    """ "an" before a vowel ("an 'assistant' turn"), else "a"."""
+    return "an" if word[:1].lower() in "aeio" else "a"  # a user, an assistant
