@@ -272,7 +272,9 @@ def test_api_page_documents_every_public_name() -> None:
     entries = re.findall(r"^::: chatgrammar\.(\w+)\s*$", page, re.MULTILINE)
     assert len(entries) == len(set(entries)), "a name is documented twice in docs/api.md"
     assert sorted(set(cg.__all__) - set(entries)) == [], "public names missing from docs/api.md"
-    assert sorted(set(entries) - set(cg.__all__)) == [], "docs/api.md documents names that are not public"
+    modules = {"datasets", "testing"}  # public modules of their own, documented whole
+    assert modules <= set(entries), "docs/api.md does not document chatgrammar.datasets and chatgrammar.testing"
+    assert sorted(set(entries) - set(cg.__all__) - modules) == [], "docs/api.md documents names that are not public"
 
 
 def _installed(module: str) -> bool:
