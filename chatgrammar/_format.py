@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import threading
@@ -1046,13 +1047,31 @@ class Format:
                 got = variant.scanner.scan(text)
                 if got is not None:
                     return _with_dropped(variant, got)
-            return _with_dropped(self._variant(None), self.lark.parse(text))
+            return self._lark_parse(self._all_variants(), text)
         variants = self._given(options)
         for variant in variants:
             got = variant.scanner.scan(text)
             if got is not None:
                 return _with_dropped(variant, got)
-        return _with_dropped(variants[0], variants[0].lark.parse(text))
+        return self._lark_parse(variants, text)
+
+    def _lark_parse(self, variants: list[_Variant], text: str) -> list[Message]:
+        """The Lark parser's reading of a text the scanners did not read, or its ParseError; a
+        missing BOS is said as such when adding it makes the text read."""
+        try:
+            return _with_dropped(variants[0], variants[0].lark.parse(text))
+        except ParseError:
+            bos = self.bos
+            if bos and not text.startswith(bos) and any(v.reader.read(bos + text, tolerant=False).ok for v in variants):
+                raise ParseError(
+                    f"the text does not start with the BOS token {bos!r} that {self.name} writes first "
+                    "(add it, or read with strict=False, which reads the text without it)",
+                    text=text,
+                    pos=0,
+                    expected=[json.dumps(bos, ensure_ascii=False)],
+                    format=self.name,
+                ) from None
+            raise
 
     def _given(self, options: dict[str, Any]) -> list[_Variant]:
         """The variants a text written with these options may be in: theirs, then those a flag in
@@ -1080,7 +1099,7 @@ class Format:
                 )
                 return Parsed(msgs, sp if spans else None, r.diagnostics)
         if strict:
-            variants[0].lark.parse(text)  # raises the positioned error
+            self._lark_parse(variants, text)  # raises the positioned error
             raise AssertionError("the scanner and the Lark parser disagree")  # pragma: no cover
         # The reading of the variant (the option values) that finds the fewest problems.
         readings = [(v, v.reader.read(text, tolerant=True)) for v in variants]

@@ -22,7 +22,7 @@ from ._compiler import ASSISTANT, Compiled
 from ._errors import ParseError
 from ._ir import UNWRITTEN, Gen, Lit, Msg, Node, Opt, Seq, Slot, walk
 from ._message import Message, make_message
-from ._patterns import date_check, re_escape
+from ._patterns import date_check, re_escape, word_by_word
 from ._render import ROLE_TRANSFORMS
 from ._scanner import _reader
 
@@ -77,7 +77,7 @@ class _Names:
         follows = "|".join(re_escape(a) for a in sorted(set(after or ()), key=lambda a: (-len(a), a)) if a)
         end = "|\\Z" if may_end or "" in (after or ()) else ""
         lookahead = f"(?=(?:{follows}){end})" if follows else ""
-        key = f"{slot.field}:{slot.pattern}{lookahead}"
+        key = f"{slot.field}:{word_by_word(slot.pattern)}{lookahead}"
         if key not in self.slots:
             name = f"S{len(self.slots)}"
             self.slots[key] = name

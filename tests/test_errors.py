@@ -37,7 +37,8 @@ CASES = [
         "mistral",
         "[INST] hi [/INST]",
         (1, 1, 0),
-        'expected "<s>" before "[INST] " (line 1, column 1)\n  [INST] hi [/INST]\n  ^',
+        "the text does not start with the BOS token '<s>' that mistral writes first (add it, or read with "
+        "strict=False, which reads the text without it) (line 1, column 1)\n  [INST] hi [/INST]\n  ^",
     ),
     # Zephyr turns end with a newline after </s>.
     ("zephyr", "<|user|>\nhi</s>", (2, 7, 15), 'expected "\\n" (at end of text)\n  hi</s>\n        ^'),
