@@ -180,8 +180,11 @@ def lark_grammar(compiled: Compiled) -> tuple[str, _Names, dict[str, Callable[..
                     shape.role, shape.role_slot, shape.content, names, complete=False
                 )
             # An open turn ends the document; one with nothing after its content reads as the
-            # complete turn (the same text), so it has no rule of its own.
-            if (s, atom.rule) not in seen_open and finishes[target] and shape.openable and shape.text_after_content:
+            # complete turn (the same text), so it has no rule of its own, unless the complete
+            # turn cannot end the document (a call's arguments, before the answer's EOS): then
+            # the text ends inside the answer, and the turn reads open, as the scanner reads it.
+            opens = shape.text_after_content or not dfa.accepting[target]
+            if (s, atom.rule) not in seen_open and finishes[target] and shape.openable and opens:
                 seen_open.add((s, atom.rule))
                 start.append(f"s{s} o_{atom.rule}")
         rules.setdefault(f"s{target}", []).append(f"s{s} {sym}")
