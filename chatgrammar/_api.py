@@ -84,14 +84,20 @@ def parse(text: str, fmt: str | Format, *, strict: bool = True, spans: bool = Fa
 
 
 def parse_completion(
-    completion: str, fmt: str | Format, *, prompt: str | Iterable[MessageLike] | None = None, **options: Any
+    completion: str,
+    fmt: str | Format,
+    *,
+    prompt: str | Iterable[MessageLike] | None = None,
+    stopped: bool = False,
+    **options: Any,
 ) -> Completion:
-    r"""Read what a model wrote after a prompt (see ``Format.parse_completion``).
+    r"""Read what a model wrote after a prompt (see ``Format.parse_completion``; ``stopped=True``:
+    the model stopped, and the server left the stop string out).
 
     >>> parse_completion(" Sure! </s>", "llama2", prompt=[{"role": "user", "content": "Hi"}]).message
     Message(role='assistant', content='Sure!', complete=True)
     """
-    return get_format(fmt).parse_completion(completion, prompt=prompt, **options)
+    return get_format(fmt).parse_completion(completion, prompt=prompt, stopped=stopped, **options)
 
 
 def convert(

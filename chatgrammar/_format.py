@@ -1116,6 +1116,7 @@ class Format:
         completion: str,
         *,
         prompt: str | Iterable[MessageLike] | None = None,
+        stopped: bool = False,
         **options: Any,
     ) -> Completion:
         r"""Read what a model wrote after a prompt: the turn(s) it produced, up to its stop string.
@@ -1128,13 +1129,22 @@ class Format:
         stop string the text ran out (max_tokens): the last message is ``complete=False``.
         Text that is not the format is reported in ``diagnostics``; nothing raises.
 
+        ``stopped=True`` says the model did stop (a server's ``finish_reason == "stop"``) but
+        the server left the stop string out of the text, as most do: the completion is read
+        as if it ended with the format's first stop string (``Format.stop[0]``, which is then
+        ``.stop``), so its last message is complete.
+
         >>> from chatgrammar import get_format
         >>> c = get_format("chatml").parse_completion("Hello!<|im_end|>\n<|im_start|>user")
         >>> c.message, c.stop, c.rest
         (Message(role='assistant', content='Hello!', complete=True), '<|im_end|>', '\n<|im_start|>user')
+        >>> get_format("chatml").parse_completion("Hello!", stopped=True).message
+        Message(role='assistant', content='Hello!', complete=True)
         """
         if not isinstance(completion, str):
             raise TypeError(f"parse_completion() takes a str, not {type(completion).__name__}")
+        if stopped and self.stop and not any(s in completion for s in self.stop):
+            completion += self.stop[0]
         if prompt is None:
             prompt_text = self._default_prompt(options)
         elif isinstance(prompt, str):

@@ -547,3 +547,20 @@ def test_options_overridden_by_a_flag_in_the_system_message_still_read() -> None
     assert [m.role for m in fmt.parse(text, enable_thinking=False)][-2:] == ["user", "assistant"]
     with pytest.raises(cg.ParseError):  # a text /no_think cannot write is still refused
         fmt.parse(text.replace("<|im_start|>user", "<|im_start|>usr"), enable_thinking=False)
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3", "llama2", "zephyr"])
+def test_parse_completion_stopped_without_its_stop_string(name: str) -> None:
+    """A server that stopped at a stop string and left it out: stopped=True reads the answer as
+    complete, exactly as the completion with its first stop string reads."""
+    fmt = cg.get_format(name)
+    prompt = [{"role": "user", "content": "Hi"}]
+    with_stop = fmt.parse_completion("Paris." + fmt.stop[0], prompt=prompt)
+    assert with_stop.message.complete and with_stop.message.content == "Paris."
+    told = fmt.parse_completion("Paris.", prompt=prompt, stopped=True)
+    assert told.message == with_stop.message and told.stop == fmt.stop[0] and told.rest == ""
+    assert not fmt.parse_completion("Paris.", prompt=prompt).message.complete  # ran out (max_tokens)
+    # a completion that holds its stop string is read as it is
+    kept = fmt.parse_completion("Paris." + fmt.stop[0] + "more", prompt=prompt, stopped=True)
+    assert kept.rest == "more" and kept.message == with_stop.message
+    assert cg.parse_completion("Paris.", name, prompt=prompt, stopped=True).message == with_stop.message
