@@ -120,6 +120,6 @@ def convert(
     >>> convert("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "chatml", "llama2")
     '<s>[INST] Hi [/INST]'
     """
+    # A Parsed carries the tool definitions the text lists: render takes them from it.
     parsed = get_format(source).parse(text, strict=True, spans=False)
-    tools = getattr(parsed, "tools", None)
-    return get_format(target).render(parsed, on_unsafe=on_unsafe, date=date, tools=tools, **options)
+    return get_format(target).render(parsed, on_unsafe=on_unsafe, date=date, **options)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ._api import convert
 from ._errors import ChatGrammarError, ParseError, RenderError
 from ._format import Format
 from ._registry import formats, get_format
@@ -422,8 +423,13 @@ def _render_one(
             **options,
         )
     except RenderError as e:
-        at = f"message {e.index}: " if e.index is not None and f"message {e.index}" not in str(e) else ""
-        raise _Problem(f"{where}: {at}{e}") from None
+        raise _render_problem(where, e) from None
+
+
+def _render_problem(where: str, e: RenderError) -> _Problem:
+    """``where: message i: reason`` (the message named once, where the reason does not name it)."""
+    at = f"message {e.index}: " if e.index is not None and f"message {e.index}" not in str(e) else ""
+    return _Problem(f"{where}: {at}{e}")
 
 
 def _parse(args: argparse.Namespace) -> int:
@@ -468,15 +474,12 @@ def _convert(args: argparse.Namespace) -> int:
 
     def one(text: str, where: str, at_line: bool) -> str:
         try:
-            parsed = source_fmt.parse(text)
+            return convert(text, source_fmt, target_fmt, date=when)
         except ParseError as e:
             place = f"{where}:{e.line}:{e.column}" if at_line else f"{where}: text line {e.line}, column {e.column}"
             raise _Problem(f"{place}: {e.reason}" + (f"\n{e.snippet}" if at_line else "")) from None
-        try:
-            return target_fmt.render(parsed, date=when, tools=getattr(parsed, "tools", None))
         except RenderError as e:
-            at = f"message {e.index}: " if e.index is not None and f"message {e.index}" not in str(e) else ""
-            raise _Problem(f"{where}: {target_fmt.name} cannot write it: {at}{e}") from None
+            raise _render_problem(f"{where}: {target_fmt.name} cannot write it", e) from None
 
     if _jsonl(args):
         return _run_lines(args, lambda value, where: one(_text_of(value, where), where, False))
@@ -613,7 +616,7 @@ def _import(args: argparse.Namespace) -> int:
 
     source = args.source
     try:
-        if source == "-" or (os.path.isfile(source) and not source.endswith((".json", ".gguf"))):
+        if source == "-" or (os.path.isfile(source) and not source.lower().endswith((".json", ".gguf"))):
             src = _sources.TemplateSource(
                 template=_read(source),
                 bos_token=args.bos,
@@ -622,11 +625,7 @@ def _import(args: argparse.Namespace) -> int:
                 origin=_name(source),
                 name=None if source == "-" else os.path.splitext(os.path.basename(source))[0],
             )
-        elif source.endswith(".gguf"):
-            src = _sources.from_gguf(source, template_name=args.template_name)
-        elif source.endswith(".json"):
-            src = _sources.from_tokenizer_config(source, template_name=args.template_name)
-        else:  # a folder, or a model id in the local Hugging Face cache
+        else:  # a .gguf, a tokenizer_config.json, a folder, or a model id in the local Hugging Face cache
             src = _sources.from_pretrained(source, template_name=args.template_name)
     except ImportError as err:
         raise _Problem(f"{_name(source)}: {err} (pip install 'chatgrammar[templates,gguf,hub]')") from None
