@@ -32,6 +32,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from ._api import convert
 from ._errors import ChatGrammarError, RenderError
 from ._format import Format
 from ._inspect import detect
@@ -127,24 +128,34 @@ class BatchFunction:
         return ds.Features({**(features or {}), **{name: types[kind] for name, kind in self._kinds.items()}})
 
 
+def _per_row(fn: Callable[[Any], Any], values: Iterable[Any]) -> tuple[list[Any], list[str | None]]:
+    """``fn`` of each value (None where it raised a ChatGrammarError), and each row's error message."""
+    out: list[Any] = []
+    errors: list[str | None] = []
+    for value in values:
+        try:
+            out.append(fn(value))
+        except ChatGrammarError as e:
+            out.append(None)
+            errors.append(str(e))
+        else:
+            errors.append(None)
+    return out, errors
+
+
 class _Render(BatchFunction):
     def _run(self, formats: tuple[Format, ...], *columns: list[Any]) -> dict[str, list[Any]]:
         render = formats[0].render
         options = self.options
-        texts: list[str | None] = []
-        errors: list[str | None] = []
+
+        def one(row: tuple[Any, Any]) -> str:
+            value, defined = row
+            if defined is None:
+                return render(_messages(value), **options)
+            return render(_messages(value), tools=_tools(defined), **options)
+
         tools = columns[1] if len(columns) > 1 else itertools.repeat(None)
-        for value, defined in zip(columns[0], tools, strict=False):
-            try:
-                if defined is None:
-                    texts.append(render(_messages(value), **options))
-                else:
-                    texts.append(render(_messages(value), tools=_tools(defined), **options))
-            except ChatGrammarError as e:
-                texts.append(None)
-                errors.append(str(e))
-            else:
-                errors.append(None)
+        texts, errors = _per_row(one, zip(columns[0], tools, strict=False))
         return {"text": texts, "error": errors}
 
 
@@ -152,38 +163,29 @@ class _Parse(BatchFunction):
     def _run(self, formats: tuple[Format, ...], *columns: list[Any]) -> dict[str, list[Any]]:
         parse = formats[0].parse
         strict = self.options["strict"]
-        messages: list[list[dict[str, Any]] | None] = []
-        errors: list[str | None] = []
-        tools: list[list[Any] | None] = []
-        for text in columns[0]:
-            try:
-                got = parse(text if type(text) is str else _not_text(text), strict=strict)
-            except ChatGrammarError as e:
-                messages.append(None)
-                errors.append(str(e))
-                tools.append(None)
-                continue
-            messages.append([m.to_dict() for m in got])
-            found = getattr(got, "diagnostics", None)  # strict=False: what it could not read
-            errors.append("; ".join(str(d) for d in found) if found else None)
-            tools.append(getattr(got, "tools", None))
-        return {"messages": messages, "error": errors, "tools": tools}
+
+        def one(text: Any) -> tuple[list[dict[str, Any]], Any, str | None]:
+            # Messages to dicts at once: a batch of Message objects kept alive slows the collector.
+            read = parse(text if type(text) is str else _not_text(text), strict=strict)
+            found = getattr(read, "diagnostics", None)  # strict=False: what it could not read
+            return [m.to_dict() for m in read], getattr(read, "tools", None), "; ".join(map(str, found or ())) or None
+
+        got, errors = _per_row(one, columns[0])
+        return {
+            "messages": [None if row is None else row[0] for row in got],
+            "error": [error if row is None else row[2] for row, error in zip(got, errors, strict=True)],
+            "tools": [None if row is None else row[1] for row in got],
+        }
 
 
 class _Convert(BatchFunction):
     def _run(self, formats: tuple[Format, ...], *columns: list[Any]) -> dict[str, list[Any]]:
-        parse, render = formats[0].parse, formats[1].render
+        source, target = formats
         options = self.options
-        texts: list[str | None] = []
-        errors: list[str | None] = []
-        for text in columns[0]:
-            try:
-                texts.append(render(parse(text if type(text) is str else _not_text(text)), **options))
-            except ChatGrammarError as e:
-                texts.append(None)
-                errors.append(str(e))
-            else:
-                errors.append(None)
+        texts, errors = _per_row(
+            lambda text: convert(text if type(text) is str else _not_text(text), source, target, **options),
+            columns[0],
+        )
         return {"output": texts, "error": errors}
 
 
