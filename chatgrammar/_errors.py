@@ -169,12 +169,14 @@ class GrammarError(ChatGrammarError):
         self.source = source
         self.line = line
         self.column = column
-        where = ""
-        if source:
-            where = (
-                f"{source}:{line}:{column}: " if line and column else f"{source}:{line}: " if line else f"{source}: "
-            )
-        super().__init__(where + message)
+        super().__init__(_place(source, line, column) + message)
+
+
+def _place(source: str | None, line: int | None, column: int | None) -> str:
+    """``source:line:column: `` (as much of it as is known), before a grammar's error or warning."""
+    if not source:
+        return ""
+    return f"{source}:{line}:{column}: " if line and column else f"{source}:{line}: " if line else f"{source}: "
 
 
 class GrammarWarning(UserWarning):
@@ -185,5 +187,4 @@ class GrammarWarning(UserWarning):
         self.message = message
         self.line = line
         self.column = column
-        where = f"{source}:{line}:{column}: " if source and line and column else f"{source}: " if source else ""
-        super().__init__(where + message)
+        super().__init__(_place(source, line, column) + message)

@@ -245,22 +245,17 @@ def grammar_source(spec: FlatSpec) -> str:
             body, plus = "[system] _other*", "(system _other* | _other+)"
         else:
             body, plus = "_other*", "_other+"
-    elif spec.order in ("user-even", "system-first-user-even"):
-        # Llama 2's and Gemma's check: the user's messages at even places, any other role's at odd
-        # ones (after an optional first system message, for Llama 2).
-        not_user = [r for r in turn_names if r != "user"]
-        start_rules.append(f"_not_user: {alts(not_user)}")
-        pairs = "user (_not_user user)* [_not_user]"
-        if spec.order == "system-first-user-even" and "system" in spec.roles:
-            body, plus = f"[system] [{pairs}]", f"(system [{pairs}] | {pairs})"
-        else:
-            body, plus = f"[{pairs}]", pairs
-    else:  # alternate: an optional system message, then user, assistant, user...
-        pairs = "user (assistant user)* [assistant]"
-        extra = [r for r in turn_names if r not in ("system", "user", "assistant")]
-        if extra:
-            raise GrammarError(f"order 'alternate' has no place for the roles {', '.join(map(repr, extra))}")
-        if "system" in spec.roles:
+    else:  # the user's turns at even places, after an optional system message (not for user-even)
+        if spec.order == "alternate":  # then user, assistant, user...
+            pairs = "user (assistant user)* [assistant]"
+            extra = [r for r in turn_names if r not in ("system", "user", "assistant")]
+            if extra:
+                raise GrammarError(f"order 'alternate' has no place for the roles {', '.join(map(repr, extra))}")
+        else:  # Llama 2's and Gemma's check: any other role at the odd places
+            not_user = [r for r in turn_names if r != "user"]
+            start_rules.append(f"_not_user: {alts(not_user)}")
+            pairs = "user (_not_user user)* [_not_user]"
+        if spec.order != "user-even" and "system" in spec.roles:
             body, plus = f"[system] [{pairs}]", f"(system [{pairs}] | {pairs})"
         else:
             body, plus = f"[{pairs}]", pairs
