@@ -11,7 +11,7 @@ import argparse
 import datetime
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from ._api import convert
@@ -263,15 +263,16 @@ class _Progress:
             self._draw("\n")
 
 
-def _each_line(args: argparse.Namespace) -> Any:
-    """(line number, JSON value) of each line of a JSON Lines input, streamed; blank lines skipped."""
-    progress = _Progress(args.file, args.progress)
-    source = _name(args.file)
-    fh = sys.stdin if args.file == "-" else None
+def _each_line(path: str, progress_shown: bool | None) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value or _Problem) of each line of a JSON Lines input, streamed; blank
+    lines skipped."""
+    progress = _Progress(path, progress_shown)
+    source = _name(path)
+    fh = sys.stdin if path == "-" else None
     try:
         if fh is None:
             try:
-                fh = open(args.file, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+                fh = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
             except OSError as e:
                 raise _Problem(f"{source}: {e.strerror or e}") from None
         for number, line in enumerate(fh, 1):
@@ -293,7 +294,7 @@ def _run_lines(args: argparse.Namespace, one: Any) -> int:
     problems = 0
     out = sys.stdout
     source = _name(args.file)
-    for number, value in _each_line(args):
+    for number, value in _each_line(args.file, args.progress):
         try:
             if isinstance(value, _Problem):
                 raise value
@@ -566,8 +567,7 @@ def _validate_lines(fmt: Format, path: str, args: argparse.Namespace) -> int:
     from ._inspect import validate
 
     problems = 0
-    lines = argparse.Namespace(file=path, progress=args.progress)
-    for number, value in _each_line(lines):
+    for number, value in _each_line(path, args.progress):
         where = f"{_name(path)}:{number}"
         try:
             if isinstance(value, _Problem):
